@@ -1,0 +1,99 @@
+"""The one way dtenant runs other programs.
+
+argv lists only (never a shell), absolute program paths, a timeout on every call, and
+errors that carry the command and what it printed on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dtenant_session.errors import DtenantError
+
+# Where programs are looked up: a fixed list, never the caller's PATH (a PAM hook gets
+# none, and root must not run whatever a user's PATH points at).
+SEARCH_PATH = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
+DEFAULT_TIMEOUT = 60.0
+
+
+class CommandError(DtenantError):
+    """A command could not run, failed, or timed out."""
+
+    def __init__(self, argv: Sequence[str], reason: str, stderr: str = "") -> None:
+        self.argv = list(argv)
+        self.reason = reason
+        self.stderr = stderr
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        text = f"`{shlex.join(self.argv)}` {self.reason}"
+        tail = self.stderr.strip()
+        if tail:
+            lines = tail.splitlines()[-5:]
+            text += ": " + " | ".join(lines)
+        return text
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def which(name: str) -> str:
+    """Absolute path of a program, searched in SEARCH_PATH only."""
+    if name.startswith("/"):
+        return name
+    for directory in SEARCH_PATH:
+        candidate = Path(directory) / name
+        if os.access(candidate, os.X_OK) and candidate.is_file():
+            return str(candidate)
+    raise CommandError([name], f"not found in {':'.join(SEARCH_PATH)}")
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    input: str | bytes | None = None,  # noqa: A002 - mirrors subprocess
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+) -> Result:
+    """Run argv (argv[0] absolute); stdin gets `input` (text or bytes), output is text."""
+    args = [str(a) for a in argv]
+    if not args or not args[0].startswith("/"):
+        raise ValueError(f"command must start with an absolute path: {args!r}")
+    data = input.encode() if isinstance(input, str) else input
+    try:
+        proc = subprocess.run(
+            args,
+            input=data,
+            capture_output=True,
+            timeout=timeout,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            check=False,
+            stdin=subprocess.DEVNULL if data is None else None,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise CommandError(args, f"timed out after {timeout:g} s", _text(exc.stderr)) from None
+    except OSError as exc:
+        raise CommandError(args, f"could not start: {exc.strerror}") from None
+    result = Result(args, proc.returncode, _text(proc.stdout), _text(proc.stderr))
+    if check and proc.returncode != 0:
+        raise CommandError(args, f"failed with exit code {proc.returncode}", result.stderr)
+    return result
+
+
+def _text(output: bytes | str | None) -> str:
+    if output is None:
+        return ""
+    return output if isinstance(output, str) else output.decode(errors="replace")

@@ -1,0 +1,1 @@
+"""Throwaway systemd hosts for tests and the demo (`dtenant lab`)."""

@@ -1,0 +1,325 @@
+"""`dtenant lab`: throwaway systemd hosts on this machine, run from the real machine's side.
+
+A lab is PID 1 systemd in its own pid/mount/net/uts/ipc/cgroup namespaces, on an overlay
+of / whose changes live on a tmpfs. Everything it owns on the real machine is its state
+directory and one cgroup per hierarchy; `down` kills every process in its namespaces,
+removes those cgroups and the state directory, and refuses to delete anything still
+mounted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from dtenant_session import command, mountinfo
+from dtenant_session.errors import DtenantError
+from dtenant_session.lab.paths import LAB_ROOT, LabPaths, check_name
+
+BOOT_TIMEOUT = 120.0
+NAMESPACES = ("mnt", "pid", "net")
+LAB_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class LabError(DtenantError):
+    pass
+
+
+@dataclass(frozen=True)
+class LabRecord:
+    name: str
+    launcher_pid: int
+    init_pid: int
+    namespaces: dict[str, str]
+    started_at: float
+    boot_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class LabStatus:
+    name: str
+    state: str  # "running" or "dead"
+    init_pid: int | None
+    boot_seconds: float | None
+
+
+def _namespace_id(pid: int, kind: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/{kind}")
+    except OSError:
+        return None
+
+
+def _pids() -> Iterator[int]:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            yield int(entry)
+
+
+def _read_record(paths: LabPaths) -> LabRecord | None:
+    try:
+        return LabRecord(**json.loads(paths.record.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _is_alive(record: LabRecord) -> bool:
+    return _namespace_id(record.init_pid, "mnt") == record.namespaces.get("mnt")
+
+
+def _cgroup_dirs(paths: LabPaths) -> list[Path]:
+    return [
+        Path(c.mount_point) / paths.cgroup_name
+        for c in mountinfo.cgroup_mounts(mountinfo.read())
+    ]
+
+
+def _create_cgroups(paths: LabPaths) -> None:
+    for directory in _cgroup_dirs(paths):
+        directory.mkdir(exist_ok=True)
+        # A new v1 cpuset has no CPUs or memory nodes: nothing could join it.
+        for knob in ("cpuset.cpus", "cpuset.mems"):
+            mine = directory / knob
+            if mine.exists() and not mine.read_text().strip():
+                mine.write_text((directory.parent / knob).read_text())
+
+
+class Lab:
+    """A running lab, as seen from the real machine."""
+
+    def __init__(self, paths: LabPaths, record: LabRecord) -> None:
+        self.paths = paths
+        self.record = record
+
+    @property
+    def name(self) -> str:
+        return self.paths.name
+
+    @property
+    def pid(self) -> int:
+        return self.record.init_pid
+
+    def enter_argv(self, argv: Sequence[str]) -> list[str]:
+        """argv run as root inside the lab, with a clean environment."""
+        return [
+            command.which("nsenter"), "-t", str(self.pid), "-a", "-r", "-w", "--",
+            "/usr/bin/env", "-i", f"PATH={LAB_PATH}", "HOME=/root", "LANG=C.UTF-8",
+            f"TERM={os.environ.get('TERM', 'dumb')}", *argv,
+        ]  # fmt: skip
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = 120.0,
+        input: str | bytes | None = None,  # noqa: A002
+        check: bool = True,
+    ) -> command.Result:
+        return command.run(self.enter_argv(argv), timeout=timeout, input=input, check=check)
+
+    def sh(self, script: str, *, timeout: float = 120.0, check: bool = True) -> command.Result:
+        return self.run(["/bin/sh", "-c", script], timeout=timeout, check=check)
+
+
+def open_lab(name: str) -> Lab:
+    paths = LabPaths(check_name(name))
+    record = _read_record(paths)
+    if record is None or not _is_alive(record):
+        raise LabError(f"lab {name!r} is not running (see `dtenant lab list`)")
+    return Lab(paths, record)
+
+
+def up(name: str, *, timeout: float = BOOT_TIMEOUT, base: Path = LAB_ROOT) -> Lab:
+    paths = LabPaths(check_name(name), base)
+    record = _read_record(paths)
+    if record is not None and _is_alive(record):
+        raise LabError(f"lab {name!r} is already up (pid {record.init_pid}); `dtenant lab down {name}` first")
+    if paths.state.exists() or any(d.exists() for d in _cgroup_dirs(paths)):
+        _clean_up(paths)  # the remains of a lab that crashed or was killed
+    started = time.monotonic()
+    paths.state.mkdir(parents=True, mode=0o700)
+    paths.root.mkdir()
+    paths.scratch.mkdir()
+    _create_cgroups(paths)
+    launcher = _spawn(paths)
+    init_pid = _wait_for_init(paths, launcher)
+    record = LabRecord(
+        name=name,
+        launcher_pid=launcher.pid,
+        init_pid=init_pid,
+        namespaces={kind: _namespace_id(init_pid, kind) or "" for kind in NAMESPACES},
+        started_at=time.time(),
+    )
+    paths.record.write_text(json.dumps(asdict(record)))
+    lab = Lab(paths, record)
+    try:
+        _wait_until_booted(lab, launcher, started + timeout)
+    except LabError:
+        down(name, base=base)
+        raise
+    record = LabRecord(**{**asdict(record), "boot_seconds": round(time.monotonic() - started, 2)})
+    paths.record.write_text(json.dumps(asdict(record)))
+    return Lab(paths, record)
+
+
+def _spawn(paths: LabPaths) -> subprocess.Popen[bytes]:
+    package_parent = str(Path(__file__).resolve().parents[2])
+    with paths.boot_log.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-B", "-m", "dtenant_session.lab.boot", "launch", paths.name,
+             str(paths.base)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd="/",
+            env={"PATH": ":".join(command.SEARCH_PATH), "PYTHONPATH": package_parent},
+        )  # fmt: skip
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _wait_for_init(paths: LabPaths, launcher: subprocess.Popen[bytes]) -> int:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        children = _children(launcher.pid)
+        if children:
+            return children[0]
+        if launcher.poll() is not None:
+            break
+        time.sleep(0.02)
+    launcher.kill()
+    _clean_up(paths, keep_log=True)
+    raise LabError(f"lab {paths.name}: the namespaces did not come up\n{_log_tail(paths)}")
+
+
+def _log_tail(paths: LabPaths, lines: int = 40) -> str:
+    try:
+        text = paths.boot_log.read_text(errors="replace")
+    except OSError:
+        return "(no boot log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _wait_until_booted(lab: Lab, launcher: subprocess.Popen[bytes], deadline: float) -> None:
+    state = "unknown"
+    while time.monotonic() < deadline:
+        if launcher.poll() is not None:
+            raise LabError(f"lab {lab.name}: PID 1 exited during boot\n{_log_tail(lab.paths)}")
+        result = lab.run(["systemctl", "is-system-running"], check=False, timeout=10)
+        state = result.stdout.strip()
+        if state == "running":
+            return
+        if state == "degraded":
+            failed = lab.run(["systemctl", "--failed", "--no-legend", "--plain"], check=False)
+            print(f"lab {lab.name} is degraded; failed units:\n{failed.stdout}", file=sys.stderr)
+            return
+        time.sleep(0.1)
+    journal = lab.run(["journalctl", "-b", "--no-pager", "-n", "80"], check=False, timeout=20)
+    raise LabError(
+        f"lab {lab.name}: not booted after the time limit (system state: {state})\n"
+        f"{journal.stdout}\n{_log_tail(lab.paths)}"
+    )
+
+
+def down(name: str, *, base: Path = LAB_ROOT) -> bool:
+    """Tear a lab down; True when there was something to tear down."""
+    paths = LabPaths(check_name(name), base)
+    if not paths.state.exists() and not any(d.exists() for d in _cgroup_dirs(paths)):
+        return False
+    _clean_up(paths)
+    return True
+
+
+def _lab_pids(paths: LabPaths, record: LabRecord | None) -> set[int]:
+    """Every process in the lab's namespaces or cgroups."""
+    pids: set[int] = set()
+    namespaces = dict(record.namespaces) if record else {}
+    for directory in _cgroup_dirs(paths):
+        for procs in directory.rglob("cgroup.procs"):
+            try:
+                pids.update(int(p) for p in procs.read_text().split())
+            except OSError:
+                continue
+    if not namespaces:
+        # No record (crash during `up`): learn the namespaces from the lab's processes.
+        for pid in pids:
+            mnt = _namespace_id(pid, "mnt")
+            if mnt and mnt != _namespace_id(os.getpid(), "mnt"):
+                namespaces["mnt"] = mnt
+    mine = {kind: _namespace_id(os.getpid(), kind) for kind in NAMESPACES}
+    wanted = {kind: ns for kind, ns in namespaces.items() if ns and ns != mine.get(kind)}
+    for pid in _pids():
+        if any(_namespace_id(pid, kind) == ns for kind, ns in wanted.items()):
+            pids.add(pid)
+    pids.discard(os.getpid())
+    return pids
+
+
+def _kill_all(paths: LabPaths, record: LabRecord | None) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        pids = _lab_pids(paths, record)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    raise LabError(f"lab {paths.name}: processes survived SIGKILL: {sorted(_lab_pids(paths, record))}")
+
+
+def _remove_cgroups(paths: LabPaths) -> None:
+    deadline = time.monotonic() + 10
+    for top in _cgroup_dirs(paths):
+        while top.exists():
+            try:
+                for directory, _subdirs, _files in os.walk(top, topdown=False):
+                    Path(directory).rmdir()
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise LabError(f"lab {paths.name}: cannot remove cgroup {top}: {exc}") from exc
+                time.sleep(0.05)
+
+
+def _clean_up(paths: LabPaths, *, keep_log: bool = False) -> None:
+    record = _read_record(paths)
+    _kill_all(paths, record)
+    _remove_cgroups(paths)
+    leftovers = mountinfo.under(mountinfo.read(), str(paths.state))
+    if leftovers:
+        where = ", ".join(m.mount_point for m in leftovers)
+        raise LabError(f"lab {paths.name}: still mounted on the real machine: {where}; not deleting")
+    if paths.state.exists() and not keep_log:
+        shutil.rmtree(paths.state)
+
+
+def list_labs(base: Path = LAB_ROOT) -> list[LabStatus]:
+    if not base.is_dir():
+        return []
+    statuses = []
+    for state in sorted(base.iterdir()):
+        record = _read_record(LabPaths(state.name, base))
+        alive = record is not None and _is_alive(record)
+        statuses.append(
+            LabStatus(
+                name=state.name,
+                state="running" if alive else "dead",
+                init_pid=record.init_pid if record else None,
+                boot_seconds=record.boot_seconds if record else None,
+            )
+        )
+    return statuses
