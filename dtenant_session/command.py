@@ -62,7 +62,7 @@ def run(
     argv: Sequence[str],
     *,
     timeout: float = DEFAULT_TIMEOUT,
-    input: str | bytes | None = None,  # noqa: A002 - mirrors subprocess
+    input: str | bytes | None = None,
     check: bool = True,
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,

@@ -74,9 +74,22 @@ class CgroupMount:
         return ",".join(self.controllers)
 
 
-_V1_NON_CONTROLLER_OPTIONS = {"rw", "ro", "relatime", "noatime", "nosuid", "nodev", "noexec",
-                              "clone_children", "xattr", "cpuset_v2_mode", "noprefix",
-                              "favordynmods", "nsdelegate", "memory_recursiveprot"}
+_V1_NON_CONTROLLER_OPTIONS = {
+    "rw",
+    "ro",
+    "relatime",
+    "noatime",
+    "nosuid",
+    "nodev",
+    "noexec",
+    "clone_children",
+    "xattr",
+    "cpuset_v2_mode",
+    "noprefix",
+    "favordynmods",
+    "nsdelegate",
+    "memory_recursiveprot",
+}
 
 
 def cgroup_mounts(entries: list[MountEntry]) -> list[CgroupMount]:
@@ -87,12 +100,16 @@ def cgroup_mounts(entries: list[MountEntry]) -> list[CgroupMount]:
             continue
         if not (entry.mount_point + "/").startswith("/sys/fs/cgroup/"):
             continue
-        selectors = tuple(
-            sorted(
-                opt
-                for opt in entry.super_options
-                if opt not in _V1_NON_CONTROLLER_OPTIONS and not opt.startswith("release_agent")
+        selectors = (
+            tuple(
+                sorted(
+                    opt
+                    for opt in entry.super_options
+                    if opt not in _V1_NON_CONTROLLER_OPTIONS and not opt.startswith("release_agent")
+                )
             )
-        ) if entry.fstype == "cgroup" else ()
+            if entry.fstype == "cgroup"
+            else ()
+        )
         found.append(CgroupMount(entry.mount_point, entry.fstype, selectors))
     return found

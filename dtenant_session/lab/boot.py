@@ -11,6 +11,7 @@ fresh /proc, /sys, /dev, cgroup mounts), pivot_roots into it and execs systemd.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,8 @@ from pathlib import Path
 from dtenant_session import command, mountinfo
 from dtenant_session.lab.paths import DATA_DIRS, LabPaths
 
-# Device nodes bound from the host into the lab's own /dev (a tmpfs): the lab never
-# touches the host's /dev, so its udev cannot change host devices.
+# Device nodes copied (mknod) into the lab's own /dev, a tmpfs: the lab never touches
+# the host's /dev, so its udev cannot change the real machine's devices.
 DEVICE_NODES = ("null", "zero", "full", "random", "urandom", "tty", "net/tun", "fuse")
 
 # Units that make no sense in a lab or would change the host kernel (modules and binfmt
@@ -110,20 +111,24 @@ class WriteFile:
 
 
 @dataclass(frozen=True)
-class Touch:
-    path: str
+class CopyDevice:
+    """A device node of the lab's own, like the host's: a bind would share the inode, and
+    the lab's udev and tmpfiles would chmod the real machine's node."""
+
+    source: str
+    target: str
 
     def apply(self) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        Path(self.path).touch()
+        st = os.stat(self.source)
+        Path(self.target).parent.mkdir(parents=True, exist_ok=True)
+        os.mknod(self.target, st.st_mode, st.st_rdev)
+        os.chmod(self.target, stat.S_IMODE(st.st_mode))
 
 
-Step = MakeDirs | Mount | Bind | Symlink | WriteFile | Touch
+Step = MakeDirs | Mount | Bind | Symlink | WriteFile | CopyDevice
 
 
-def boot_plan(
-    paths: LabPaths, cgroups: list[mountinfo.CgroupMount], hostname: str
-) -> list[Step]:
+def boot_plan(paths: LabPaths, cgroups: list[mountinfo.CgroupMount], hostname: str) -> list[Step]:
     root = str(paths.root)
     scratch = str(paths.scratch)
     steps: list[Step] = [
@@ -185,7 +190,7 @@ def _dev_steps(root: str) -> list[Step]:
     steps: list[Step] = [Mount("tmpfs", "tmpfs", dev, "mode=755,nosuid")]
     for node in DEVICE_NODES:
         if Path(f"/dev/{node}").exists():
-            steps += [Touch(f"{dev}/{node}"), Bind(f"/dev/{node}", f"{dev}/{node}")]
+            steps.append(CopyDevice(f"/dev/{node}", f"{dev}/{node}"))
     steps += [
         MakeDirs(f"{dev}/pts"),
         Mount("devpts", "devpts", f"{dev}/pts", "newinstance,ptmxmode=0666,mode=620,gid=5"),
@@ -239,8 +244,20 @@ def launch(paths: LabPaths) -> None:
     _join_cgroups(paths)
     unshare = command.which("unshare")
     argv = [
-        unshare, "--pid", "--mount", "--net", "--uts", "--ipc", "--cgroup", "--fork",
-        sys.executable, "-B", "-m", "dtenant_session.lab.boot", "boot", paths.name,
+        unshare,
+        "--pid",
+        "--mount",
+        "--net",
+        "--uts",
+        "--ipc",
+        "--cgroup",
+        "--fork",
+        sys.executable,
+        "-B",
+        "-m",
+        "dtenant_session.lab.boot",
+        "boot",
+        paths.name,
         str(paths.base),
     ]
     os.execv(unshare, argv)

@@ -9,6 +9,7 @@ mounted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ from dtenant_session.lab.paths import LAB_ROOT, LabPaths, check_name
 
 BOOT_TIMEOUT = 120.0
 NAMESPACES = ("mnt", "pid", "net")
+KEY_DIR = "/root/.ssh/dtenant-lab"  # inside the lab
 LAB_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -77,8 +79,7 @@ def _is_alive(record: LabRecord) -> bool:
 
 def _cgroup_dirs(paths: LabPaths) -> list[Path]:
     return [
-        Path(c.mount_point) / paths.cgroup_name
-        for c in mountinfo.cgroup_mounts(mountinfo.read())
+        Path(c.mount_point) / paths.cgroup_name for c in mountinfo.cgroup_mounts(mountinfo.read())
     ]
 
 
@@ -120,13 +121,46 @@ class Lab:
         argv: Sequence[str],
         *,
         timeout: float = 120.0,
-        input: str | bytes | None = None,  # noqa: A002
+        input: str | bytes | None = None,
         check: bool = True,
     ) -> command.Result:
         return command.run(self.enter_argv(argv), timeout=timeout, input=input, check=check)
 
     def sh(self, script: str, *, timeout: float = 120.0, check: bool = True) -> command.Result:
         return self.run(["/bin/sh", "-c", script], timeout=timeout, check=check)
+
+    def add_account(self, user: str) -> None:
+        """A local account in the lab that root's key there can log in as over SSH."""
+        key = f"{KEY_DIR}/{user}"
+        self.run(["useradd", "--badname", "--create-home", "--shell", "/bin/bash", user])
+        self.run(["mkdir", "-p", "-m", "700", KEY_DIR])
+        self.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", user, "-f", key])
+        ssh_dir = f"{self.home(user)}/.ssh"
+        self.run(["install", "-d", "-m", "700", "-o", user, "-g", user, ssh_dir])
+        self.run(["install", "-m", "600", "-o", user, "-g", user, f"{key}.pub",
+                  f"{ssh_dir}/authorized_keys"])  # fmt: skip
+
+    def home(self, user: str) -> str:
+        return self.run(["getent", "passwd", user]).stdout.split(":")[5]
+
+    def ssh_argv(self, user: str, remote: str) -> list[str]:
+        """A real SSH login (key, lab loopback) running `remote` through the user's shell."""
+        return [
+            "ssh", "-i", f"{KEY_DIR}/{user}", "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR", f"{user}@127.0.0.1", "--", remote,
+        ]  # fmt: skip
+
+    def ssh(
+        self,
+        user: str,
+        remote: str,
+        *,
+        timeout: float = 120.0,
+        input: str | bytes | None = None,
+        check: bool = True,
+    ) -> command.Result:
+        return self.run(self.ssh_argv(user, remote), timeout=timeout, input=input, check=check)
 
 
 def open_lab(name: str) -> Lab:
@@ -141,7 +175,9 @@ def up(name: str, *, timeout: float = BOOT_TIMEOUT, base: Path = LAB_ROOT) -> La
     paths = LabPaths(check_name(name), base)
     record = _read_record(paths)
     if record is not None and _is_alive(record):
-        raise LabError(f"lab {name!r} is already up (pid {record.init_pid}); `dtenant lab down {name}` first")
+        raise LabError(
+            f"lab {name!r} is already up (pid {record.init_pid}); `dtenant lab down {name}` first"
+        )
     if paths.state.exists() or any(d.exists() for d in _cgroup_dirs(paths)):
         _clean_up(paths)  # the remains of a lab that crashed or was killed
     started = time.monotonic()
@@ -274,12 +310,11 @@ def _kill_all(paths: LabPaths, record: LabRecord | None) -> None:
         if not pids:
             return
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(0.05)
-    raise LabError(f"lab {paths.name}: processes survived SIGKILL: {sorted(_lab_pids(paths, record))}")
+    survivors = sorted(_lab_pids(paths, record))
+    raise LabError(f"lab {paths.name}: processes survived SIGKILL: {survivors}")
 
 
 def _remove_cgroups(paths: LabPaths) -> None:
@@ -302,7 +337,7 @@ def _clean_up(paths: LabPaths, *, keep_log: bool = False) -> None:
     leftovers = mountinfo.under(mountinfo.read(), str(paths.state))
     if leftovers:
         where = ", ".join(m.mount_point for m in leftovers)
-        raise LabError(f"lab {paths.name}: still mounted on the real machine: {where}; not deleting")
+        raise LabError(f"lab {paths.name}: still mounted on the real machine: {where}; kept")
     if paths.state.exists() and not keep_log:
         shutil.rmtree(paths.state)
 

@@ -1,0 +1,40 @@
+#!/bin/sh
+# Install dtenant from a checkout: the Python package, the `dtenant` command and every
+# system file listed in packaging/files.list.
+#   packaging/install.sh            install onto this machine and activate it
+#   packaging/install.sh DESTDIR    stage into DESTDIR only (packaging), activate nothing
+#   --no-python                     leave the Python package to the caller (pybuild)
+set -eu
+
+python_too=yes
+if [ "${1:-}" = "--no-python" ]; then python_too=no; shift; fi
+destdir="${1:-}"
+checkout="$(cd "$(dirname "$0")/.." && pwd)"
+pydir="$destdir/usr/lib/python3/dist-packages"
+
+if [ "$python_too" = yes ]; then
+    find "$checkout/dtenant_session" -name '*.py' | while read -r source; do
+        relative="${source#"$checkout"/}"
+        install -D -m 0644 "$source" "$pydir/$relative"
+    done
+    install -d "$destdir/usr/bin"
+    cat > "$destdir/usr/bin/dtenant" <<'PY'
+#!/usr/bin/python3
+import sys
+
+from dtenant_session.cli import main
+
+sys.exit(main())
+PY
+    chmod 0755 "$destdir/usr/bin/dtenant"
+fi
+
+grep -v '^[[:space:]]*\(#\|$\)' "$checkout/packaging/files.list" | while read -r source target mode; do
+    install -D -m "$mode" "$checkout/$source" "$destdir$target"
+done
+
+[ -n "$destdir" ] && exit 0
+# Live install: let the running system pick the files up.
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+fi
