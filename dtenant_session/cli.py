@@ -4,70 +4,99 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
 from dtenant_session import __version__
 from dtenant_session.errors import DtenantError
+from dtenant_session.lab import cli as lab_cli
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _lab_up(args: argparse.Namespace) -> int:
-    from dtenant_session.lab import host
+def _config(args: argparse.Namespace) -> int:
+    from dtenant_session import config
 
-    lab = host.up(args.name, timeout=args.timeout)
-    print(f"lab {lab.name} is up (pid {lab.pid}, booted in {lab.record.boot_seconds:.1f} s)")
-    return 0
-
-
-def _lab_down(args: argparse.Namespace) -> int:
-    from dtenant_session.lab import host
-
-    if host.down(args.name):
-        print(f"lab {args.name} is down")
-    else:
-        print(f"lab {args.name} was not up")
-    return 0
-
-
-def _lab_exec(args: argparse.Namespace) -> int:
-    from dtenant_session.lab import host
-
-    argv = [a for a in args.argv if a != "--"] if args.argv[:1] == ["--"] else args.argv
-    if not argv:
-        raise UsageError("dtenant lab exec NAME -- CMD...: CMD is missing")
-    lab = host.open_lab(args.name)
-    enter = lab.enter_argv(argv)
-    os.execv(enter[0], enter)
-
-
-def _lab_shell(args: argparse.Namespace) -> int:
-    from dtenant_session.lab import host
-
-    lab = host.open_lab(args.name)
-    enter = lab.enter_argv(["/bin/bash", "-l"])
-    os.execv(enter[0], enter)
-
-
-def _lab_list(args: argparse.Namespace) -> int:
-    from dtenant_session.lab import host
-
-    labs = host.list_labs()
+    settings = config.load()
     if args.json:
-        print(json.dumps([asdict(s) for s in labs], indent=2))
+        print(settings.to_json())
         return 0
-    print(f"{'NAME':<20} {'STATE':<8} {'PID':>8}  BOOT")
-    for s in labs:
-        boot = f"{s.boot_seconds:.1f} s" if s.boot_seconds else "-"
-        print(f"{s.name:<20} {s.state:<8} {s.init_pid or '-':>8}  {boot}")
+    for section, values in asdict(settings).items():
+        if section == "files":
+            continue
+        print(f"[{section}]")
+        for key, value in values.items():
+            print(f"{key} = {json.dumps(value)}")
+        print()
+    print(f"# read from: {', '.join(settings.files) or '(no file: all defaults)'}")
     return 0
 
 
-class UsageError(DtenantError):
-    pass
+def _provision(args: argparse.Namespace) -> int:
+    from dtenant_session import config, provision
+
+    settings = config.load()
+    outcome = provision.ensure(args.user, settings, force=True)
+    a = outcome.allocation
+    if args.json:
+        print(json.dumps({**asdict(a), "bridge": a.tenant.bridge, "socket": str(a.tenant.socket),
+                          "unit": a.tenant.service_unit, "steps": outcome.steps,
+                          "seconds": round(outcome.seconds, 3)}, indent=2))  # fmt: skip
+        return 0
+    print(f"{a.user}: bridge {a.tenant.bridge} {a.bridge_subnet}, networks {a.networks_pool}, "
+          f"socket {a.tenant.socket} ({outcome.seconds * 1000:.0f} ms)")  # fmt: skip
+    for step in outcome.steps:
+        print(f"  {step}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from dtenant_session import status
+
+    rows = status.collect(args.user)
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+        return 0
+    print(status.table(rows))
+    return 0
+
+
+def _setup(args: argparse.Namespace) -> int:
+    from dtenant_session import config, render, setup
+
+    settings = config.load()
+    if args.print_pam:
+        print(render.pam_snippet(settings), end="")
+        return 0
+    for step in setup.apply(settings):
+        print(step)
+    return 0
+
+
+def _firewall_sync(_args: argparse.Namespace) -> int:
+    from dtenant_session import config, network
+    from dtenant_session.registry import Registry
+
+    settings = config.load()
+    with Registry() as registry:
+        allocations = registry.all()
+    network.sync_firewall(allocations, settings)
+    print(f"nftables table inet dtenant: {len(allocations)} tenants, "
+          f"isolation {settings.network.isolation}")  # fmt: skip
+    return 0
+
+
+def _registry_check(_args: argparse.Namespace) -> int:
+    from dtenant_session.registry import Registry
+
+    with Registry() as registry:
+        problems = registry.problems()
+        count = len(registry.all())
+    for problem in problems:
+        print(problem)
+    print(f"registry: {count} tenants, {len(problems)} problems")
+    return 1 if problems else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,25 +107,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dtenant {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    lab = commands.add_parser("lab", help="throwaway systemd hosts for tests and demos")
-    verbs = lab.add_subparsers(dest="verb", required=True, metavar="VERB")
-    up = verbs.add_parser("up", help="boot a lab and wait until systemd runs")
-    up.add_argument("name")
-    up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for boot")
-    up.set_defaults(handler=_lab_up)
-    down = verbs.add_parser("down", help="stop a lab and remove everything it left")
-    down.add_argument("name")
-    down.set_defaults(handler=_lab_down)
-    run = verbs.add_parser("exec", help="run a command as root inside a lab")
-    run.add_argument("name")
-    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD...")
-    run.set_defaults(handler=_lab_exec)
-    shell = verbs.add_parser("shell", help="an interactive root shell inside a lab")
-    shell.add_argument("name")
-    shell.set_defaults(handler=_lab_shell)
-    listing = verbs.add_parser("list", help="labs on this machine")
-    listing.add_argument("--json", action="store_true")
-    listing.set_defaults(handler=_lab_list)
+    def command(name: str, handler: Handler, text: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = commands.add_parser(name, help=text, description=text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    config = command("config", _config, "print the effective configuration")
+    config.add_argument("--json", action="store_true")
+    provision = command("provision", _provision, "provision USER now (what a first login does)")
+    provision.add_argument("user")
+    provision.add_argument("--json", action="store_true")
+    status = command("status", _status, "tenants, their bridges, sockets and daemons")
+    status.add_argument("user", nargs="?")
+    status.add_argument("--json", action="store_true")
+    setup = command("setup", _setup, "apply host-wide settings: PAM lines, firewall")
+    setup.add_argument("--print-pam", action="store_true", help="print PAM lines for pam.d")
+    firewall = commands.add_parser("firewall", help="dtenant's nftables table")
+    firewall_verbs = firewall.add_subparsers(dest="verb", required=True, metavar="VERB")
+    sync = firewall_verbs.add_parser("sync", help="rebuild the table from the registry")
+    sync.set_defaults(handler=_firewall_sync)
+    registry = commands.add_parser("registry", help="the allocation registry")
+    registry_verbs = registry.add_subparsers(dest="verb", required=True, metavar="VERB")
+    check = registry_verbs.add_parser("check", help="integrity check (exit 1 on problems)")
+    check.set_defaults(handler=_registry_check)
+    lab_cli.add_parser(commands)
     return parser
 
 
@@ -106,11 +140,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except UsageError as exc:
+    except lab_cli.UsageError as exc:
         parser.error(str(exc))
     except DtenantError as exc:
         print(f"dtenant: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

@@ -30,11 +30,19 @@ PY
 fi
 
 grep -v '^[[:space:]]*\(#\|$\)' "$checkout/packaging/files.list" | while read -r source target mode; do
+    case "$mode" in
+        *c) [ -e "$destdir$target" ] && continue; mode="${mode%c}" ;;  # keep local edits
+    esac
     install -D -m "$mode" "$checkout/$source" "$destdir$target"
 done
 
 [ -n "$destdir" ] && exit 0
-# Live install: let the running system pick the files up.
+# Live install: activate. Each step is idempotent.
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
+    /usr/lib/systemd/systemd-sysctl /usr/lib/sysctl.d/60-dtenant.conf || true
+    systemctl enable --quiet systemd-networkd.service dtenant-firewall.service
+    systemctl restart systemd-networkd.service   # reads networkd.conf.d only at start
+    systemctl start dtenant-firewall.service
 fi
+dtenant setup

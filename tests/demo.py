@@ -64,7 +64,7 @@ def main() -> int:
     args = parser.parse_args()
     try:
         say(f"booting lab {args.name!r} (a systemd host in namespaces, overlay root)")
-        lab = host.up(args.name)
+        lab = host.up(args.name, binds=[CHECKOUT])
         show(
             f"booted in {lab.record.boot_seconds:.1f} s (systemd is PID {lab.pid} on this machine)"
         )

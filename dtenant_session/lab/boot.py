@@ -10,6 +10,7 @@ fresh /proc, /sys, /dev, cgroup mounts), pivot_roots into it and execs systemd.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import sys
@@ -128,7 +129,12 @@ class CopyDevice:
 Step = MakeDirs | Mount | Bind | Symlink | WriteFile | CopyDevice
 
 
-def boot_plan(paths: LabPaths, cgroups: list[mountinfo.CgroupMount], hostname: str) -> list[Step]:
+def boot_plan(
+    paths: LabPaths,
+    cgroups: list[mountinfo.CgroupMount],
+    hostname: str,
+    binds: tuple[str, ...] = (),
+) -> list[Step]:
     root = str(paths.root)
     scratch = str(paths.scratch)
     steps: list[Step] = [
@@ -148,6 +154,11 @@ def boot_plan(paths: LabPaths, cgroups: list[mountinfo.CgroupMount], hostname: s
             MakeDirs(f"{root}/{relative}", 0o711),
             Bind(str(paths.data_dir(relative)), f"{root}/{relative}"),
         ]
+    # Live views of host directories: the overlay's lower layer must not change under it,
+    # so a checkout edited while the lab runs is bound in rather than seen through it.
+    for directory in binds:
+        steps += [MakeDirs(f"{root}{directory}"),
+                  Bind(directory, f"{root}{directory}", readonly=True)]  # fmt: skip
     steps += _proc_steps(root)
     steps += _sys_steps(root, cgroups)
     steps += _dev_steps(root)
@@ -268,7 +279,8 @@ def boot(paths: LabPaths) -> None:
     hostname = f"lab-{paths.name}"
     command.run([command.which("mount"), "--make-rprivate", "/"])
     cgroups = mountinfo.cgroup_mounts(mountinfo.read())
-    apply(boot_plan(paths, cgroups, hostname))
+    binds = tuple(json.loads(paths.binds.read_text())) if paths.binds.exists() else ()
+    apply(boot_plan(paths, cgroups, hostname, binds))
     command.run([command.which("hostname"), hostname])
     _pivot_into(paths.root)
     systemd = "/lib/systemd/systemd"

@@ -171,7 +171,13 @@ def open_lab(name: str) -> Lab:
     return Lab(paths, record)
 
 
-def up(name: str, *, timeout: float = BOOT_TIMEOUT, base: Path = LAB_ROOT) -> Lab:
+def up(
+    name: str,
+    *,
+    timeout: float = BOOT_TIMEOUT,
+    base: Path = LAB_ROOT,
+    binds: Sequence[Path] = (),
+) -> Lab:
     paths = LabPaths(check_name(name), base)
     record = _read_record(paths)
     if record is not None and _is_alive(record):
@@ -184,6 +190,7 @@ def up(name: str, *, timeout: float = BOOT_TIMEOUT, base: Path = LAB_ROOT) -> La
     paths.state.mkdir(parents=True, mode=0o700)
     paths.root.mkdir()
     paths.scratch.mkdir()
+    paths.binds.write_text(json.dumps([str(Path(b).resolve()) for b in binds]))
     _create_cgroups(paths)
     launcher = _spawn(paths)
     init_pid = _wait_for_init(paths, launcher)

@@ -56,6 +56,11 @@ class LabPaths:
         return self.state / "boot.log"
 
     @property
+    def binds(self) -> Path:
+        """Host directories to show read-only at the same path inside (a checkout)."""
+        return self.state / "binds.json"
+
+    @property
     def record(self) -> Path:
         return self.state / "lab.json"
 

@@ -27,7 +27,7 @@ def lab() -> Iterator[host.Lab]:
     """A booted lab with dtenant installed from this checkout and test accounts."""
     if os.geteuid() != 0:
         pytest.fail("sandbox tests boot a lab and must run as root")
-    booted = host.up(LAB_NAME)
+    booted = host.up(LAB_NAME, binds=[CHECKOUT])
     try:
         booted.run([str(CHECKOUT / "packaging" / "install.sh")])
         booted.run(testimage.import_argv(), input=testimage.build())

@@ -1,0 +1,232 @@
+"""/etc/dtenant/dtenant.toml (+ dtenant.toml.d/*.toml) -> frozen dataclasses.
+
+Every setting has a default, so an absent file is a valid configuration. Drop-ins are
+merged table by table in lexical order, later files winning. Errors name the file and
+the key; unknown keys are errors (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from dtenant_session import paths
+from dtenant_session.errors import DtenantError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11: Debian's python3-tomli
+    import tomli as tomllib  # type: ignore[no-redef]
+
+
+class ConfigError(DtenantError):
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        self.file, self.key, self.problem = file, key, problem
+        where = f"{file}: {key}" if key else file
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    min_uid: int = 1000
+    max_uid: int = 59999
+    # When non-empty, only members of one of these groups get a daemon.
+    groups: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ("root", "nobody")
+
+
+@dataclass(frozen=True)
+class Network:
+    isolation: str = "strict"  # "strict": tenants cannot reach each other; "open": routed
+    # Each tenant's main bridge gets one subnet of this size from bridge_pool.
+    bridge_pool: str = "10.96.0.0/12"
+    bridge_prefix: int = 24
+    # Each tenant gets one range of tenant_pool_prefix from networks_pool for its own
+    # user-defined networks (docker network create, compose), cut into network_prefix.
+    networks_pool: str = "10.128.0.0/9"
+    tenant_pool_prefix: int = 20
+    network_prefix: int = 24
+
+
+@dataclass(frozen=True)
+class Hook:
+    time_limit: float = 10.0  # seconds a login may wait for provisioning
+
+
+@dataclass(frozen=True)
+class Daemon:
+    live_restore: bool = True
+    # Extra daemon.json keys; dtenant's own keys (bridge, data-root, ...) cannot be set.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    eligibility: Eligibility = field(default_factory=Eligibility)
+    network: Network = field(default_factory=Network)
+    hook: Hook = field(default_factory=Hook)
+    daemon: Daemon = field(default_factory=Daemon)
+    files: tuple[str, ...] = ()  # the files this configuration was read from
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, default=list)
+
+
+SECTIONS: dict[str, type] = {
+    "eligibility": Eligibility,
+    "network": Network,
+    "hook": Hook,
+    "daemon": Daemon,
+}
+
+
+def config_files(
+    main: Path = paths.CONFIG_FILE, dropins: Path = paths.CONFIG_DROPINS
+) -> list[Path]:
+    files = [main] if main.exists() else []
+    if dropins.is_dir():
+        files += sorted(p for p in dropins.iterdir() if p.suffix == ".toml" and p.is_file())
+    return files
+
+
+def _read(file: Path) -> dict[str, Any]:
+    try:
+        with file.open("rb") as stream:
+            return tomllib.load(stream)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(file), "", f"not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(str(file), "", f"cannot read: {exc.strerror}") from None
+
+
+def load(main: Path = paths.CONFIG_FILE, dropins: Path = paths.CONFIG_DROPINS) -> Config:
+    files = config_files(main, dropins)
+    merged: dict[str, dict[str, tuple[Any, str]]] = {}
+    for file in files:
+        for section, table in _read(file).items():
+            if section not in SECTIONS:
+                raise ConfigError(
+                    str(file), section, f"unknown section (known: {', '.join(SECTIONS)})"
+                )
+            if not isinstance(table, dict):
+                raise ConfigError(str(file), section, "must be a table ([section])")
+            for key, value in table.items():
+                merged.setdefault(section, {})[key] = (value, str(file))
+    sections = {name: _build(name, SECTIONS[name], merged.get(name, {})) for name in SECTIONS}
+    config = Config(**sections, files=tuple(str(f) for f in files))
+    _check(config, merged)
+    return config
+
+
+def _build(section: str, cls: type, values: dict[str, tuple[Any, str]]) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, (value, file) in values.items():
+        if key not in known:
+            raise ConfigError(file, f"{section}.{key}", f"unknown key (known: {', '.join(known)})")
+        default = getattr(cls(), key)
+        kwargs[key] = _coerce(value, default, file, f"{section}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, file: str, key: str) -> Any:
+    expected = type(default)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(file, key, f"must be true or false, not {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(file, key, f"must be a number, not {value!r}")
+        return float(value)
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(file, key, f"must be an integer, not {value!r}")
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(file, key, f"must be a list of strings, not {value!r}")
+        return tuple(value)
+    if isinstance(default, Mapping):
+        if not isinstance(value, dict):
+            raise ConfigError(file, key, f"must be a table, not {value!r}")
+        return dict(value)
+    if not isinstance(value, expected):
+        raise ConfigError(file, key, f"must be a {expected.__name__}, not {value!r}")
+    return value
+
+
+def _origin(merged: dict[str, dict[str, tuple[Any, str]]], section: str, key: str) -> str:
+    entry = merged.get(section, {}).get(key)
+    return entry[1] if entry else "(default)"
+
+
+RESERVED_DAEMON_KEYS = frozenset({
+    "bridge", "bip", "data-root", "exec-root", "pidfile", "hosts", "iptables",
+    "default-address-pools", "containerd", "containerd-namespace",
+    "containerd-plugins-namespace", "userns-remap", "authorization-plugins", "cgroup-parent",
+})  # fmt: skip
+
+
+def _check(config: Config, merged: dict[str, dict[str, tuple[Any, str]]]) -> None:
+    """Cross-field rules; each failure names the key and the file that set it."""
+    checks: list[tuple[str, str, Callable[[], str | None]]] = [
+        ("eligibility", "min_uid", lambda: _at_least(config.eligibility.min_uid, 1)),
+        ("eligibility", "max_uid", lambda: _at_least(
+            config.eligibility.max_uid, config.eligibility.min_uid, "min_uid")),
+        ("network", "isolation", lambda: None if config.network.isolation in ("strict", "open")
+            else f"must be \"strict\" or \"open\", not {config.network.isolation!r}"),
+        ("network", "bridge_pool", lambda: _pool(
+            config.network.bridge_pool, config.network.bridge_prefix, "bridge_prefix", 30)),
+        ("network", "networks_pool", lambda: _pool(
+            config.network.networks_pool, config.network.tenant_pool_prefix,
+            "tenant_pool_prefix", 28)),
+        ("network", "network_prefix", lambda: None if (
+            config.network.tenant_pool_prefix <= config.network.network_prefix <= 30)
+            else "must lie between tenant_pool_prefix and 30"),
+        ("network", "bridge_pool", lambda: _disjoint(
+            config.network.bridge_pool, config.network.networks_pool)),
+        ("hook", "time_limit", lambda: None if 0 < config.hook.time_limit <= 120
+            else "must be more than 0 and at most 120 seconds"),
+        ("daemon", "extra", lambda: _no_reserved(config.daemon.extra)),
+    ]  # fmt: skip
+    for section, key, check in checks:
+        problem = check()
+        if problem:
+            raise ConfigError(_origin(merged, section, key), f"{section}.{key}", problem)
+
+
+def _at_least(value: int, minimum: int, name: str | None = None) -> str | None:
+    if value >= minimum:
+        return None
+    return f"must be at least {name or minimum}"
+
+
+def _pool(pool: str, prefix: int, prefix_key: str, longest: int) -> str | None:
+    try:
+        network = ipaddress.IPv4Network(pool)
+    except ValueError as exc:
+        return f"not an IPv4 network: {exc}"
+    if not network.prefixlen <= prefix <= longest:
+        return f"{prefix_key} {prefix} must lie between /{network.prefixlen} and /{longest}"
+    return None
+
+
+def _disjoint(first: str, second: str) -> str | None:
+    try:
+        if ipaddress.IPv4Network(first).overlaps(ipaddress.IPv4Network(second)):
+            return f"overlaps network.networks_pool {second}"
+    except ValueError:
+        return None  # reported by the pool checks
+    return None
+
+
+def _no_reserved(extra: Mapping[str, Any]) -> str | None:
+    clash = sorted(RESERVED_DAEMON_KEYS & set(extra))
+    if clash:
+        return f"sets keys that dtenant owns: {', '.join(clash)}"
+    return None

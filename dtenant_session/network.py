@@ -1,0 +1,124 @@
+"""The host side of tenant networking: networkd files, dtenant's nftables table, routes.
+
+Tenant daemons run with iptables off; forwarding, NAT and isolation between tenants
+live in one nftables table that only dtenant writes (`inet dtenant`), replaced
+atomically from the registry, so no dockerd start can change another tenant's traffic.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from dtenant_session import command, files, render
+from dtenant_session.config import Config
+from dtenant_session.errors import DtenantError
+from dtenant_session.registry import Allocation
+
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+class NetworkError(DtenantError):
+    pass
+
+
+def routed_subnets() -> list[ipaddress.IPv4Network]:
+    """Every IPv4 destination routed on this host, in any table."""
+    result = command.run(
+        [command.which("ip"), "-j", "-4", "route", "show", "table", "all"], timeout=10
+    )
+    found = []
+    for route in json.loads(result.stdout or "[]"):
+        destination = route.get("dst", "")
+        if destination in ("default", ""):
+            continue
+        try:
+            found.append(ipaddress.IPv4Network(destination, strict=False))
+        except ValueError:
+            continue
+    return found
+
+
+def write_bridge_files(allocation: Allocation) -> bool:
+    """The tenant's .netdev and .network; True when networkd must reload."""
+    tenant = allocation.tenant
+    changed = files.write_if_changed(tenant.netdev_file, render.netdev(allocation))
+    return files.write_if_changed(tenant.network_file, render.network(allocation)) or changed
+
+
+def remove_bridge_files(allocation: Allocation) -> bool:
+    tenant = allocation.tenant
+    removed = files.remove(tenant.netdev_file)
+    return files.remove(tenant.network_file) or removed
+
+
+def bridge_address(bridge: str) -> str | None:
+    result = command.run(
+        [command.which("ip"), "-j", "-4", "addr", "show", "dev", bridge], check=False, timeout=5
+    )
+    if result.returncode != 0:
+        return None
+    for link in json.loads(result.stdout or "[]"):
+        for address in link.get("addr_info", []):
+            return f"{address['local']}/{address['prefixlen']}"
+    return None
+
+
+def wait_for_bridge(allocation: Allocation, timeout: float) -> None:
+    """Until the bridge carries its address: dockerd reads it when it starts."""
+    bridge = allocation.tenant.bridge
+    deadline = time.monotonic() + timeout
+    while True:
+        found = bridge_address(bridge)
+        if found == allocation.bridge_address:
+            return
+        if time.monotonic() > deadline:
+            state = f"has {found}" if found else "is missing or has no address"
+            raise NetworkError(
+                f"bridge {bridge} of {allocation.user} {state}, expected "
+                f"{allocation.bridge_address} (is systemd-networkd running?)"
+            )
+        time.sleep(0.02)
+
+
+def sync_firewall(allocations: Sequence[Allocation], config: Config) -> None:
+    """Replace dtenant's nftables table in one transaction; let tenant traffic forward."""
+    ruleset = render.nft_ruleset(allocations, config.network.isolation)
+    command.run([command.which("nft"), "-f", "-"], input=ruleset, timeout=30)
+    _enable_forwarding()
+    _accept_in_docker_user(config)
+
+
+def _enable_forwarding() -> None:
+    # Set before any dockerd with iptables enabled starts: one that finds forwarding off
+    # turns it on and sets the FORWARD policy to DROP, cutting every tenant off.
+    try:
+        if IP_FORWARD.read_text().strip() != "1":
+            IP_FORWARD.write_text("1\n")
+    except OSError as exc:
+        raise NetworkError(f"cannot enable IPv4 forwarding ({IP_FORWARD}): {exc}") from None
+
+
+def _accept_in_docker_user(config: Config) -> None:
+    """Where a system dockerd already set FORWARD to DROP, accept tenant traffic in its
+    DOCKER-USER chain (the chain Docker keeps for local rules). Isolation between
+    tenants still holds: dtenant's own table drops that traffic in a chain of its own."""
+    try:
+        iptables = command.which("iptables")
+    except command.CommandError:
+        return
+    if command.run([iptables, "-w", "5", "-S", "DOCKER-USER"], check=False).returncode != 0:
+        return
+    pools = (config.network.bridge_pool, config.network.networks_pool)
+    matches = [["-s", pool] for pool in pools]
+    matches += [
+        ["-d", pool, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"] for pool in pools
+    ]
+    for match in matches:
+        tagged = [*match, "-m", "comment", "--comment", "dtenant", "-j", "ACCEPT"]
+        exists = command.run([iptables, "-w", "5", "-C", "DOCKER-USER", *tagged], check=False)
+        if exists.returncode != 0:
+            command.run([iptables, "-w", "5", "-I", "DOCKER-USER", *tagged])

@@ -1,0 +1,111 @@
+"""ensure(user): converge one tenant to its provisioned state; idempotent and crash-safe.
+
+Order matters: registry allocation, files, the firewall (isolation exists before any
+container of the tenant can run), networkd, then the socket. The daemon itself is not
+started: the first docker command starts it through the socket.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from dtenant_session import files, network, paths, render, stamp, systemd, tenant
+from dtenant_session.config import Config
+from dtenant_session.errors import DtenantError
+from dtenant_session.registry import Allocation, Registry
+
+BRIDGE_TIMEOUT = 5.0
+
+
+class LockTimeout(DtenantError):
+    pass
+
+
+@dataclass
+class Outcome:
+    allocation: Allocation
+    already: bool = False  # nothing needed doing
+    steps: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@contextmanager
+def tenant_lock(user: str, timeout: float) -> Iterator[None]:
+    """One provisioning per tenant at a time (a second login waits, then finds it done)."""
+    paths.LOCKS_DIR.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.LOCKS_DIR / f"{user}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LockTimeout(
+                        f"user {user!r}: another provisioning holds "
+                        f"{paths.LOCKS_DIR}/{user}.lock for more than {timeout:g} s"
+                    ) from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _directories(allocation: Allocation) -> None:
+    t = allocation.tenant
+    # o+x on every parent: userns-remapped daemons must traverse to their data-root.
+    for directory in (paths.STATE_DIR, paths.TENANTS_DIR, t.state_dir, paths.RUN_TENANTS_DIR,
+                      t.run_dir):  # fmt: skip
+        directory.mkdir(mode=0o711, parents=True, exist_ok=True)
+        directory.chmod(0o711)
+
+
+def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = False) -> Outcome:
+    started = time.monotonic()
+    account = tenant.lookup(user)
+    tenant.check_eligible(account, config.eligibility)
+    current = stamp.generation()
+    with tenant_lock(user, timeout):
+        with Registry() as registry:
+            allocation = registry.get(user)
+            if allocation is not None and not force and stamp.is_current(user, current):
+                return Outcome(allocation, already=True)
+            if allocation is None or allocation.uid != account.uid:
+                allocation = registry.allocate(
+                    user, account.uid, config.network, network.routed_subnets()
+                )
+            everyone = registry.all()
+        outcome = Outcome(allocation)
+        _converge(allocation, everyone, config, outcome)
+        stamp.write(user, current)
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def _converge(
+    allocation: Allocation, everyone: list[Allocation], config: Config, outcome: Outcome
+) -> None:
+    t = allocation.tenant
+    _directories(allocation)
+    if files.write_if_changed(t.daemon_json, render.daemon_json(allocation, config)):
+        outcome.steps.append(f"wrote {t.daemon_json}")
+    network.sync_firewall(everyone, config)
+    outcome.steps.append("synced nftables table inet dtenant")
+    bridge_changed = network.write_bridge_files(allocation)
+
+    async def units(bus: systemd.Bus) -> None:
+        if bridge_changed:
+            await bus.reload_networkd()
+            outcome.steps.append(f"networkd reloaded for {t.bridge}")
+        await bus.enable([t.socket_unit])
+        await bus.start(t.socket_unit)
+
+    systemd.run(units, timeout=config.hook.time_limit)
+    outcome.steps.append(f"{t.socket_unit} enabled and listening")
+    network.wait_for_bridge(allocation, BRIDGE_TIMEOUT)

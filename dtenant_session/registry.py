@@ -1,0 +1,193 @@
+"""The SQLite registry: the one source of truth for every tenant's allocations.
+
+WAL mode and BEGIN IMMEDIATE: concurrent first logins serialise on the write lock, so
+two tenants never get the same slot or subnet, and a re-login returns what was stored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from dtenant_session import allocate, paths
+from dtenant_session.config import Network
+from dtenant_session.errors import DtenantError
+from dtenant_session.tenant import Tenant
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenants (
+    user TEXT PRIMARY KEY,
+    uid INTEGER NOT NULL,
+    slot INTEGER NOT NULL UNIQUE,
+    bridge_subnet TEXT NOT NULL UNIQUE,
+    networks_pool TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class RegistryError(DtenantError):
+    pass
+
+
+@dataclass(frozen=True)
+class Allocation:
+    user: str
+    uid: int
+    slot: int
+    bridge_subnet: str
+    networks_pool: str
+    created: float
+
+    @property
+    def tenant(self) -> Tenant:
+        return Tenant(self.user, self.uid, self.slot)
+
+    @property
+    def gateway(self) -> str:
+        """The bridge's own address: the first host of its subnet."""
+        return str(ipaddress.IPv4Network(self.bridge_subnet).network_address + 1)
+
+    @property
+    def bridge_address(self) -> str:
+        prefix = ipaddress.IPv4Network(self.bridge_subnet).prefixlen
+        return f"{self.gateway}/{prefix}"
+
+
+class Registry:
+    def __init__(self, path: Path = paths.REGISTRY, *, busy_timeout: float = 5.0) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise RegistryError(self._explain(exc)) from None
+
+    def _explain(self, exc: Exception) -> str:
+        if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
+            return (
+                f"registry {self.path} is corrupt ({exc}); no allocation was made. Move it "
+                "aside and run `dtenant registry rebuild` to recover from the files on disk"
+            )
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            return f"registry {self.path} is locked by another process ({exc})"
+        return f"registry {self.path}: {exc}"
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise RegistryError(self._explain(exc)) from None
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise RegistryError(self._explain(exc)) from None
+
+    def _rows(self, query: str, args: Iterable[object] = ()) -> list[Allocation]:
+        try:
+            cursor = self._db.execute(
+                "SELECT user, uid, slot, bridge_subnet, networks_pool, created FROM tenants "  # noqa: S608
+                + query,
+                tuple(args),
+            )
+            return [Allocation(*row) for row in cursor.fetchall()]
+        except sqlite3.Error as exc:
+            raise RegistryError(self._explain(exc)) from None
+
+    def get(self, user: str) -> Allocation | None:
+        found = self._rows("WHERE user = ?", (user,))
+        return found[0] if found else None
+
+    def all(self) -> list[Allocation]:
+        return self._rows("ORDER BY slot")
+
+    def allocate(
+        self, user: str, uid: int, network: Network, avoid: Iterable[ipaddress.IPv4Network]
+    ) -> Allocation:
+        """The user's allocation, made now in one transaction if there is none yet."""
+        avoid = list(avoid)
+        with self._write() as db:
+            existing = self.get(user)
+            if existing is not None:
+                if existing.uid != uid:
+                    raise RegistryError(
+                        f"user {user!r} now has uid {uid} but the registry holds uid "
+                        f"{existing.uid} for that name: a different account? Run "
+                        f"`dtenant remove {user}` to release the old tenant first"
+                    )
+                return existing
+            rows = self.all()
+            allocation = Allocation(
+                user=user,
+                uid=uid,
+                slot=allocate.first_free_slot(r.slot for r in rows),
+                bridge_subnet=allocate.first_free_subnet(
+                    network.bridge_pool, network.bridge_prefix,
+                    (r.bridge_subnet for r in rows), avoid, pool_key="network.bridge_pool",
+                ),
+                networks_pool=allocate.first_free_subnet(
+                    network.networks_pool, network.tenant_pool_prefix,
+                    (r.networks_pool for r in rows), avoid, pool_key="network.networks_pool",
+                ),
+                created=time.time(),
+            )  # fmt: skip
+            db.execute(
+                "INSERT INTO tenants VALUES (?, ?, ?, ?, ?, ?)",
+                (allocation.user, allocation.uid, allocation.slot, allocation.bridge_subnet,
+                 allocation.networks_pool, allocation.created),
+            )  # fmt: skip
+            return allocation
+
+    def remove(self, user: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM tenants WHERE user = ?", (user,))
+
+    def problems(self) -> list[str]:
+        """Integrity check: SQLite's own, then no shared slot, bridge or overlapping range."""
+        try:
+            verdict = self._db.execute("PRAGMA integrity_check").fetchone()[0]
+        except sqlite3.Error as exc:
+            return [self._explain(exc)]
+        found = [] if verdict == "ok" else [f"sqlite integrity_check: {verdict}"]
+        rows = self.all()
+        ranges = [(ipaddress.IPv4Network(r.bridge_subnet), r.user) for r in rows]
+        ranges += [(ipaddress.IPv4Network(r.networks_pool), r.user) for r in rows]
+        ranges.sort(key=lambda item: (item[0].network_address, item[0].prefixlen))
+        # CIDR ranges overlap only by containment: sorted by start, a range that contains
+        # another comes right before it.
+        for (previous, previous_user), (net, user) in itertools.pairwise(ranges):
+            if net.network_address <= previous.broadcast_address:
+                found.append(f"{user} {net} overlaps {previous_user} {previous}")
+        slots = [r.slot for r in rows]
+        if len(slots) != len(set(slots)):
+            found.append("two tenants share a slot")
+        return found

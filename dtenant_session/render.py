@@ -1,0 +1,137 @@
+"""Pure text: what dtenant writes for a tenant and for the host. No I/O here."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from dtenant_session import paths
+from dtenant_session.config import Config, Eligibility
+from dtenant_session.registry import Allocation
+
+HEADER = "# Written by dtenant; local changes are overwritten.\n"
+
+
+def netdev(allocation: Allocation) -> str:
+    tenant = allocation.tenant
+    return (
+        f"{HEADER}[NetDev]\nName={tenant.bridge}\nKind=bridge\n"
+        f"Description=dtenant bridge of {tenant.user}\n"
+    )
+
+
+def network(allocation: Allocation) -> str:
+    # Match on the interface name (the original write-up matched a file name: no match).
+    return (
+        f"{HEADER}[Match]\nName={allocation.tenant.bridge}\n\n"
+        f"[Network]\nAddress={allocation.bridge_address}\n"
+        "ConfigureWithoutCarrier=yes\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n\n"
+        "[Link]\nRequiredForOnline=no\n"
+    )
+
+
+def daemon_config(allocation: Allocation, config: Config) -> dict[str, Any]:
+    tenant = allocation.tenant
+    owned: dict[str, Any] = {
+        "bridge": tenant.bridge,
+        "data-root": str(tenant.data_root),
+        "exec-root": str(tenant.exec_root),
+        "pidfile": str(tenant.pidfile),
+        # dtenant owns forwarding, NAT and isolation in its own nftables table: every
+        # dockerd start would rewrite the shared DOCKER* chains of the others.
+        "iptables": False,
+        "ip-masq": False,
+        "default-address-pools": [
+            {"base": allocation.networks_pool, "size": config.network.network_prefix}
+        ],
+        # Share the host's containerd, each tenant in namespaces of its own.
+        "containerd": "/run/containerd/containerd.sock",
+        "containerd-namespace": tenant.containerd_namespace,
+        "containerd-plugins-namespace": f"{tenant.containerd_namespace}-plugins",
+        "live-restore": config.daemon.live_restore,
+    }
+    return {**dict(config.daemon.extra), **owned}
+
+
+def daemon_json(allocation: Allocation, config: Config) -> str:
+    return json.dumps(daemon_config(allocation, config), indent=2, sort_keys=True) + "\n"
+
+
+def _gate(rules: Eligibility) -> list[str]:
+    """pam_succeed_if tests that are true for users who must NOT get DOCKER_HOST."""
+    tests = [f"uid < {rules.min_uid}", f"uid > {rules.max_uid}"]
+    if rules.groups:
+        tests.append(f"user notingroup {':'.join(rules.groups)}")
+    if rules.deny:
+        tests.append(f"user in {':'.join(rules.deny)}")
+    return tests
+
+
+def pam_session_lines(config: Config) -> list[tuple[str, str]]:
+    """(control, module and arguments): the hook, then DOCKER_HOST for eligible users only.
+
+    The hook is optional at open_session only: nothing it does can fail a login. Each
+    gate test skips the rest of the block, pam_env included, for users it matches.
+    """
+    tests = _gate(config.eligibility)
+    lines = [("optional", f"pam_exec.so quiet type=open_session {paths.HOOK}")]
+    for index, test in enumerate(tests):
+        skip = len(tests) - index  # over the remaining tests and pam_env
+        lines.append((f"[success={skip} default=ignore]", f"pam_succeed_if.so quiet {test}"))
+    lines.append(("optional", f"pam_env.so conffile={paths.PAM_ENV_CONF} readenv=0 user_readenv=0"))
+    return lines
+
+
+def pam_profile(config: Config) -> str:
+    """Debian's pam-auth-update profile (/usr/share/pam-configs/dtenant)."""
+    body = "".join(f"\t{control}\t{module}\n" for control, module in pam_session_lines(config))
+    return (
+        "Name: dtenant: a Docker daemon of their own for every user\n"
+        "Default: yes\n"
+        "Priority: 0\n"
+        "Session-Type: Additional\n"
+        "Session:\n" + body
+    )
+
+
+def pam_snippet(config: Config) -> str:
+    """The same lines for distributions without pam-auth-update."""
+    body = "".join(f"session {control} {module}\n" for control, module in pam_session_lines(config))
+    return (
+        "# dtenant: add to the session stack shared by your login services (sshd, login,\n"
+        "# su), e.g. /etc/pam.d/system-session, after pam_systemd. Generated for the\n"
+        "# default eligibility rules: `dtenant setup --print-pam` shows yours.\n" + body
+    )
+
+
+def nft_ruleset(allocations: Sequence[Allocation], isolation: str) -> str:
+    """dtenant's own nftables table, replaced atomically: NAT out, isolation between."""
+    nets = [a.bridge_subnet for a in allocations] + [a.networks_pool for a in allocations]
+    same = [
+        f"{src} . {dst}"
+        for a in allocations
+        for src in (a.bridge_subnet, a.networks_pool)
+        for dst in (a.bridge_subnet, a.networks_pool)
+    ]
+    nets_elements = f"elements = {{ {', '.join(nets)} }}" if nets else ""
+    same_elements = f"elements = {{ {', '.join(same)} }}" if same else ""
+    isolate = (
+        "\t\tip saddr @tenant_nets ip daddr @tenant_nets ip saddr . ip daddr != @same_tenant "
+        'counter drop comment "strict: no traffic between tenants"\n'
+        if isolation == "strict"
+        else ""
+    )
+    return (
+        "table inet dtenant\n"
+        "delete table inet dtenant\n"
+        "table inet dtenant {\n"
+        f"\tset tenant_nets {{\n\t\ttype ipv4_addr; flags interval;\n\t\t{nets_elements}\n\t}}\n"
+        f"\tset same_tenant {{\n\t\ttype ipv4_addr . ipv4_addr; flags interval;\n"
+        f"\t\t{same_elements}\n\t}}\n"
+        "\tchain forward {\n\t\ttype filter hook forward priority filter - 5; policy accept;\n"
+        f"{isolate}\t}}\n"
+        "\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n"
+        "\t\tip saddr @tenant_nets ip daddr != @tenant_nets masquerade\n\t}\n"
+        "}\n"
+    )

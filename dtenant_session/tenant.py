@@ -1,0 +1,152 @@
+"""User -> Tenant: eligibility and every derived name and path (pure, except `lookup`)."""
+
+from __future__ import annotations
+
+import grp
+import pwd
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from dtenant_session import paths
+from dtenant_session.config import Eligibility
+from dtenant_session.errors import DtenantError
+
+# What dtenant accepts as a user name: what Debian's useradd --badname allows minus what
+# would be unsafe as a path component or a unit instance (no '/', no leading '.' or '-').
+_USER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
+IFNAMSIZ = 15  # Linux interface names: at most 15 characters
+
+
+class NotEligible(DtenantError):
+    """The user does not get a daemon; the message says why."""
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+    home: str
+    groups: frozenset[str]
+
+
+def lookup(user: str) -> Account:
+    """The passwd entry (files, LDAP, SSSD: whatever NSS says) and the user's groups."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise NotEligible(f"user {user!r}: no such user") from None
+    names = {g.gr_name for g in grp.getgrall() if user in g.gr_mem}
+    try:
+        names.add(grp.getgrgid(entry.pw_gid).gr_name)
+    except KeyError:
+        pass
+    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, frozenset(names))
+
+
+def check_eligible(account: Account, rules: Eligibility) -> None:
+    """Raise NotEligible naming the rule the account fails."""
+    name = account.name
+    if account.uid == 0:
+        raise NotEligible(f"user {name!r}: root never gets a tenant daemon")
+    if not _USER_NAME.match(name):
+        raise NotEligible(
+            f"user {name!r}: name not supported (1-32 of A-Z a-z 0-9 _ . -, not starting "
+            "with '.' or '-')"
+        )
+    if name in rules.deny:
+        raise NotEligible(f"user {name!r}: listed in eligibility.deny")
+    if not rules.min_uid <= account.uid <= rules.max_uid:
+        raise NotEligible(
+            f"user {name!r}: uid {account.uid} outside eligibility.min_uid..max_uid "
+            f"({rules.min_uid}..{rules.max_uid})"
+        )
+    if rules.groups and not account.groups & set(rules.groups):
+        raise NotEligible(
+            f"user {name!r}: in none of eligibility.groups ({', '.join(rules.groups)})"
+        )
+
+
+def bridge_name(slot: int) -> str:
+    """Short and stable whatever the user name: derived from the registry slot."""
+    name = f"dtenant{slot}"
+    if len(name) > IFNAMSIZ:
+        raise ValueError(f"slot {slot} gives a bridge name longer than {IFNAMSIZ}: {name}")
+    return name
+
+
+def unit_instance(user: str) -> str:
+    """systemd-escape(1) of a user name, as in docker@INSTANCE.service."""
+    out = []
+    for index, char in enumerate(user):
+        if (char.isascii() and (char.isalnum() or char in ":_")) or (char == "." and index > 0):
+            out.append(char)
+        else:
+            out.append("".join(f"\\x{byte:02x}" for byte in char.encode()))
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A user's daemon: every name and path derived from the user and its registry slot."""
+
+    user: str
+    uid: int
+    slot: int
+
+    @property
+    def instance(self) -> str:
+        return unit_instance(self.user)
+
+    @property
+    def socket_unit(self) -> str:
+        return f"docker@{self.instance}.socket"
+
+    @property
+    def service_unit(self) -> str:
+        return f"docker@{self.instance}.service"
+
+    @property
+    def bridge(self) -> str:
+        return bridge_name(self.slot)
+
+    @property
+    def containerd_namespace(self) -> str:
+        return f"dtenant{self.slot}"
+
+    @property
+    def socket(self) -> Path:
+        return paths.socket_path(self.user)
+
+    @property
+    def state_dir(self) -> Path:
+        return paths.TENANTS_DIR / self.user
+
+    @property
+    def data_root(self) -> Path:
+        return self.state_dir / "docker"
+
+    @property
+    def daemon_json(self) -> Path:
+        return self.state_dir / "daemon.json"
+
+    @property
+    def run_dir(self) -> Path:
+        return paths.RUN_TENANTS_DIR / self.user
+
+    @property
+    def exec_root(self) -> Path:
+        return self.run_dir / "exec"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.run_dir / "docker.pid"
+
+    @property
+    def netdev_file(self) -> Path:
+        return paths.NETWORKD_DIR / f"60-{self.bridge}.netdev"
+
+    @property
+    def network_file(self) -> Path:
+        return paths.NETWORKD_DIR / f"60-{self.bridge}.network"
