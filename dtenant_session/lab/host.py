@@ -131,8 +131,12 @@ class Lab:
 
     def add_account(self, user: str) -> None:
         """A local account in the lab that root's key there can log in as over SSH."""
-        key = f"{KEY_DIR}/{user}"
         self.run(["useradd", "--badname", "--create-home", "--shell", "/bin/bash", user])
+        self.authorize_key(user)
+
+    def authorize_key(self, user: str) -> None:
+        """A key pair in root's lab home whose public half `user` accepts (root included)."""
+        key = f"{KEY_DIR}/{user}"
         self.run(["mkdir", "-p", "-m", "700", KEY_DIR])
         self.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", user, "-f", key])
         ssh_dir = f"{self.home(user)}/.ssh"
@@ -143,10 +147,11 @@ class Lab:
     def home(self, user: str) -> str:
         return self.run(["getent", "passwd", user]).stdout.split(":")[5]
 
-    def ssh_argv(self, user: str, remote: str) -> list[str]:
-        """A real SSH login (key, lab loopback) running `remote` through the user's shell."""
+    def ssh_argv(self, user: str, remote: str, *, tty: bool = False) -> list[str]:
+        """A real SSH login (key, lab loopback) running `remote` through the user's shell;
+        with tty, on a terminal as an interactive session would be."""
         return [
-            "ssh", "-i", f"{KEY_DIR}/{user}", "-o", "BatchMode=yes",
+            "ssh", *(["-tt"] if tty else []), "-i", f"{KEY_DIR}/{user}", "-o", "BatchMode=yes",
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "LogLevel=ERROR", f"{user}@127.0.0.1", "--", remote,
         ]  # fmt: skip
@@ -159,8 +164,10 @@ class Lab:
         timeout: float = 120.0,
         input: str | bytes | None = None,
         check: bool = True,
+        tty: bool = False,
     ) -> command.Result:
-        return self.run(self.ssh_argv(user, remote), timeout=timeout, input=input, check=check)
+        argv = self.ssh_argv(user, remote, tty=tty)
+        return self.run(argv, timeout=timeout, input=input, check=check)
 
 
 def open_lab(name: str) -> Lab:
