@@ -180,16 +180,17 @@ def _check(config: Config, merged: dict[str, dict[str, tuple[Any, str]]]) -> Non
             config.eligibility.max_uid, config.eligibility.min_uid, "min_uid")),
         ("network", "isolation", lambda: None if config.network.isolation in ("strict", "open")
             else f"must be \"strict\" or \"open\", not {config.network.isolation!r}"),
-        ("network", "bridge_pool", lambda: _pool(
-            config.network.bridge_pool, config.network.bridge_prefix, "bridge_prefix", 30)),
-        ("network", "networks_pool", lambda: _pool(
-            config.network.networks_pool, config.network.tenant_pool_prefix,
-            "tenant_pool_prefix", 28)),
+        ("network", "bridge_pool", lambda: _ipv4(config.network.bridge_pool)),
+        ("network", "bridge_prefix", lambda: _prefix(
+            config.network.bridge_pool, config.network.bridge_prefix, 30)),
+        ("network", "networks_pool", lambda: _ipv4(config.network.networks_pool)),
+        ("network", "tenant_pool_prefix", lambda: _prefix(
+            config.network.networks_pool, config.network.tenant_pool_prefix, 28)),
         ("network", "network_prefix", lambda: None if (
             config.network.tenant_pool_prefix <= config.network.network_prefix <= 30)
             else "must lie between tenant_pool_prefix and 30"),
-        ("network", "bridge_pool", lambda: _disjoint(
-            config.network.bridge_pool, config.network.networks_pool)),
+        ("network", "networks_pool", lambda: _disjoint(
+            config.network.networks_pool, config.network.bridge_pool)),
         ("hook", "time_limit", lambda: None if 0 < config.hook.time_limit <= 120
             else "must be more than 0 and at most 120 seconds"),
         ("daemon", "extra", lambda: _no_reserved(config.daemon.extra)),
@@ -206,22 +207,27 @@ def _at_least(value: int, minimum: int, name: str | None = None) -> str | None:
     return f"must be at least {name or minimum}"
 
 
-def _pool(pool: str, prefix: int, prefix_key: str, longest: int) -> str | None:
+def _ipv4(pool: str) -> str | None:
     try:
-        network = ipaddress.IPv4Network(pool)
+        ipaddress.IPv4Network(pool)
     except ValueError as exc:
         return f"not an IPv4 network: {exc}"
-    if not network.prefixlen <= prefix <= longest:
-        return f"{prefix_key} {prefix} must lie between /{network.prefixlen} and /{longest}"
     return None
 
 
-def _disjoint(first: str, second: str) -> str | None:
+def _prefix(pool: str, prefix: int, longest: int) -> str | None:
     try:
-        if ipaddress.IPv4Network(first).overlaps(ipaddress.IPv4Network(second)):
-            return f"overlaps network.networks_pool {second}"
+        shortest = ipaddress.IPv4Network(pool).prefixlen
     except ValueError:
-        return None  # reported by the pool checks
+        return None  # reported for the pool itself
+    if not shortest <= prefix <= longest:
+        return f"/{prefix} must lie between the pool's /{shortest} and /{longest}"
+    return None
+
+
+def _disjoint(pool: str, other: str) -> str | None:
+    if ipaddress.IPv4Network(pool).overlaps(ipaddress.IPv4Network(other)):
+        return f"overlaps network.bridge_pool {other}"
     return None
 
 

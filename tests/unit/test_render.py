@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dtenant_session import render
+from dtenant_session.config import Config, Daemon, Eligibility
+from dtenant_session.registry import Allocation
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+ALICE = Allocation("alice", 1000, 3, "10.96.2.0/24", "10.128.32.0/20", 0.0)
+BOB = Allocation("bob", 1001, 4, "10.96.3.0/24", "10.128.48.0/20", 0.0)
+
+
+def test_networkd_files_match_the_interface_name() -> None:
+    assert "[NetDev]\nName=dtenant3\nKind=bridge\n" in render.netdev(ALICE)
+    network = render.network(ALICE)
+    assert "[Match]\nName=dtenant3\n" in network
+    assert "Address=10.96.2.1/24" in network
+    assert "ConfigureWithoutCarrier=yes" in network
+
+
+def test_daemon_json_isolates_every_per_daemon_resource() -> None:
+    daemon = json.loads(render.daemon_json(ALICE, Config()))
+    assert daemon["bridge"] == "dtenant3"
+    assert daemon["data-root"] == "/var/lib/dtenant/tenants/alice/docker"
+    assert daemon["exec-root"] == "/run/dtenant/tenants/alice/exec"
+    assert daemon["pidfile"] == "/run/dtenant/tenants/alice/docker.pid"
+    assert daemon["iptables"] is False
+    assert daemon["default-address-pools"] == [{"base": "10.128.32.0/20", "size": 24}]
+    assert daemon["containerd-namespace"] == "dtenant3"
+    assert daemon["containerd-plugins-namespace"] == "dtenant3-plugins"
+    assert "hosts" not in daemon  # -H fd:// comes from the unit
+
+
+def test_extra_daemon_settings_never_override_owned_ones() -> None:
+    config = Config(daemon=Daemon(extra={"log-driver": "journald"}))
+    daemon = json.loads(render.daemon_json(ALICE, config))
+    assert daemon["log-driver"] == "journald"
+
+
+def test_pam_gate_skips_pam_env_for_every_ineligible_rule() -> None:
+    lines = render.pam_session_lines(
+        Config(eligibility=Eligibility(min_uid=2000, max_uid=3000, groups=("dk",), deny=("eve",)))
+    )
+    assert lines[0] == ("optional", "pam_exec.so quiet type=open_session /usr/lib/dtenant/pam-hook")
+    gates = lines[1:-1]
+    assert [module for _, module in gates] == [
+        "pam_succeed_if.so quiet uid < 2000", "pam_succeed_if.so quiet uid > 3000",
+        "pam_succeed_if.so quiet user notingroup dk", "pam_succeed_if.so quiet user in eve",
+    ]  # fmt: skip
+    # Each gate jumps exactly past pam_env, the last line.
+    for index, (control, _) in enumerate(gates):
+        assert control == f"[success={len(gates) - index} default=ignore]"
+    assert lines[-1][1].startswith("pam_env.so conffile=/etc/dtenant/pam_env.conf")
+
+
+def test_shipped_pam_files_match_the_default_config() -> None:
+    assert (CHECKOUT / "pam" / "dtenant").read_text() == render.pam_profile(Config())
+    assert (CHECKOUT / "pam" / "dtenant.pam").read_text() == render.pam_snippet(Config())
+    env = (CHECKOUT / "pam" / "pam_env.conf").read_text()
+    assert "DOCKER_HOST DEFAULT=unix:///run/docker-@{PAM_USER}.sock" in env
+
+
+def test_nft_ruleset_isolates_in_strict_mode_only() -> None:
+    strict = render.nft_ruleset([ALICE, BOB], "strict")
+    assert "elements = { 10.96.2.0/24, 10.96.3.0/24, 10.128.32.0/20, 10.128.48.0/20 }" in strict
+    assert "10.96.2.0/24 . 10.128.32.0/20" in strict
+    assert "10.96.2.0/24 . 10.96.3.0/24" not in strict
+    assert "!= @same_tenant counter drop" in strict
+    assert "masquerade" in strict
+    assert "drop" not in render.nft_ruleset([ALICE, BOB], "open")
+
+
+def test_nft_ruleset_replaces_the_table_atomically() -> None:
+    text = render.nft_ruleset([], "strict")
+    assert text.startswith("table inet dtenant\ndelete table inet dtenant\ntable inet dtenant {")
