@@ -85,7 +85,7 @@ SECTIONS: dict[str, type] = {
 
 
 def config_files(
-    main: Path = paths.CONFIG_FILE, dropins: Path = paths.CONFIG_DROPINS
+    main: Path = Path(paths.CONFIG_FILE), dropins: Path = Path(paths.CONFIG_DROPINS)
 ) -> list[Path]:
     files = [main] if main.exists() else []
     if dropins.is_dir():
@@ -103,7 +103,9 @@ def _read(file: Path) -> dict[str, Any]:
         raise ConfigError(str(file), "", f"cannot read: {exc.strerror}") from None
 
 
-def load(main: Path = paths.CONFIG_FILE, dropins: Path = paths.CONFIG_DROPINS) -> Config:
+def load(
+    main: Path = Path(paths.CONFIG_FILE), dropins: Path = Path(paths.CONFIG_DROPINS)
+) -> Config:
     files = config_files(main, dropins)
     merged: dict[str, dict[str, tuple[Any, str]]] = {}
     for file in files:

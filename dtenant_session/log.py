@@ -22,6 +22,6 @@ def log(message: str, *, priority: int = INFO, user: str | None = None, step: st
         from systemd import journal
 
         journal.send(message, **fields)
-    except Exception:
+    except Exception:  # noqa: BLE001 - logging must never raise
         prefix = f"dtenant[{user}]" if user else "dtenant"
         print(f"{prefix}: {message}", file=sys.stderr)

@@ -37,8 +37,8 @@ class Outcome:
 @contextmanager
 def tenant_lock(user: str, timeout: float) -> Iterator[None]:
     """One provisioning per tenant at a time (a second login waits, then finds it done)."""
-    paths.LOCKS_DIR.mkdir(parents=True, exist_ok=True)
-    fd = os.open(paths.LOCKS_DIR / f"{user}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    os.makedirs(paths.LOCKS_DIR, exist_ok=True)
+    fd = os.open(f"{paths.LOCKS_DIR}/{user}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -62,8 +62,8 @@ def _directories(allocation: Allocation) -> None:
     # o+x on every parent: userns-remapped daemons must traverse to their data-root.
     for directory in (paths.STATE_DIR, paths.TENANTS_DIR, t.state_dir, paths.RUN_TENANTS_DIR,
                       t.run_dir):  # fmt: skip
-        directory.mkdir(mode=0o711, parents=True, exist_ok=True)
-        directory.chmod(0o711)
+        os.makedirs(directory, mode=0o711, exist_ok=True)
+        os.chmod(directory, 0o711)  # noqa: S103 - traversal only, no listing
 
 
 def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = False) -> Outcome:

@@ -63,7 +63,7 @@ class Allocation:
 
 
 class Registry:
-    def __init__(self, path: Path = paths.REGISTRY, *, busy_timeout: float = 5.0) -> None:
+    def __init__(self, path: Path = Path(paths.REGISTRY), *, busy_timeout: float = 5.0) -> None:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,22 +1,22 @@
 """The login hook's hot path: is this user's tenant provisioned for the current config?
 
-Standard library only, and only stat/read calls: this runs on every login.
+Standard library only (os), and only stat/read calls: this runs on every login.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from dtenant_session import __version__, paths
 
 
-def generation(main: Path = paths.CONFIG_FILE, dropins: Path = paths.CONFIG_DROPINS) -> str:
+def generation(main: str = paths.CONFIG_FILE, dropins: str = paths.CONFIG_DROPINS) -> str:
     """Changes whenever dtenant is upgraded or a config file is added, removed or edited."""
     parts = [__version__]
     candidates = [main]
     try:
-        candidates += sorted(dropins / n for n in os.listdir(dropins) if n.endswith(".toml"))
+        names = sorted(n for n in os.listdir(dropins) if n.endswith(".toml"))
+        candidates += [os.path.join(dropins, n) for n in names]
     except OSError:
         pass
     for file in candidates:
@@ -36,19 +36,19 @@ def is_current(user: str, current: str) -> bool:
                 return False
     except OSError:
         return False
-    return paths.socket_path(user).exists()
+    return os.path.exists(paths.socket_path(user))
 
 
 def write(user: str, current: str) -> None:
-    paths.STAMPS_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = paths.stamp_path(user)
-    temporary = stamp.with_name(f".{user}.tmp")
-    temporary.write_text(current)
-    temporary.replace(stamp)
+    os.makedirs(paths.STAMPS_DIR, exist_ok=True)
+    temporary = os.path.join(paths.STAMPS_DIR, f".{user}.tmp")
+    with open(temporary, "w") as stream:
+        stream.write(current)
+    os.replace(temporary, paths.stamp_path(user))
 
 
 def clear(user: str) -> None:
     try:
-        paths.stamp_path(user).unlink()
+        os.unlink(paths.stamp_path(user))
     except FileNotFoundError:
         pass

@@ -141,7 +141,7 @@ async def _with_bus(action: Callable[[Bus], Awaitable[T]]) -> T:
 
     try:
         connection = await MessageBus(bus_type=BusType.SYSTEM).connect()
-    except (OSError, Exception) as exc:  # dbus-next raises plain Exceptions on auth
+    except Exception as exc:  # noqa: BLE001 - dbus-next raises plain Exception on auth
         raise BusError(f"cannot connect to the system bus: {exc}") from None
     try:
         return await action(Bus(connection))

@@ -117,11 +117,11 @@ class Tenant:
 
     @property
     def socket(self) -> Path:
-        return paths.socket_path(self.user)
+        return Path(paths.socket_path(self.user))
 
     @property
     def state_dir(self) -> Path:
-        return paths.TENANTS_DIR / self.user
+        return Path(paths.TENANTS_DIR) / self.user
 
     @property
     def data_root(self) -> Path:
@@ -133,7 +133,7 @@ class Tenant:
 
     @property
     def run_dir(self) -> Path:
-        return paths.RUN_TENANTS_DIR / self.user
+        return Path(paths.RUN_TENANTS_DIR) / self.user
 
     @property
     def exec_root(self) -> Path:
@@ -145,8 +145,8 @@ class Tenant:
 
     @property
     def netdev_file(self) -> Path:
-        return paths.NETWORKD_DIR / f"60-{self.bridge}.netdev"
+        return Path(paths.NETWORKD_DIR) / f"60-{self.bridge}.netdev"
 
     @property
     def network_file(self) -> Path:
-        return paths.NETWORKD_DIR / f"60-{self.bridge}.network"
+        return Path(paths.NETWORKD_DIR) / f"60-{self.bridge}.network"

@@ -12,17 +12,17 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 
 def test_generation_changes_with_any_config_file(tmp_path: Path) -> None:
     main, dropins = tmp_path / "dtenant.toml", tmp_path / "d"
-    empty = stamp.generation(main, dropins)
+    empty = stamp.generation(str(main), str(dropins))
     main.write_text("[hook]\n")
-    with_main = stamp.generation(main, dropins)
+    with_main = stamp.generation(str(main), str(dropins))
     dropins.mkdir()
     (dropins / "a.toml").write_text("")
-    with_dropin = stamp.generation(main, dropins)
+    with_dropin = stamp.generation(str(main), str(dropins))
     (dropins / "ignored.txt").write_text("")
     assert len({empty, with_main, with_dropin}) == 3
-    assert stamp.generation(main, dropins) == with_dropin
+    assert stamp.generation(str(main), str(dropins)) == with_dropin
     os.utime(main, ns=(1, 1))
-    assert stamp.generation(main, dropins) != with_dropin
+    assert stamp.generation(str(main), str(dropins)) != with_dropin
 
 
 def test_hook_hot_path_imports_only_the_standard_library() -> None:

@@ -1,0 +1,74 @@
+"""The login hook's cold path: provision within hook.time_limit, never failing a login.
+
+Provisioning runs in a child process; the hook waits for it at most hook.time_limit
+seconds, then kills it (provisioning is idempotent and crash-safe: the next login
+converges) and lets the login go on.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+
+from dtenant_session.config import Config
+from dtenant_session.errors import DtenantError
+
+
+def _log(message: str, user: str, priority: int = 3) -> None:
+    from dtenant_session.log import log
+
+    log(message, priority=priority, user=user, step="login")
+
+
+def cold_path(user: str) -> None:
+    from dtenant_session import config, tenant
+
+    try:
+        settings = config.load()
+    except config.ConfigError as exc:
+        _log(f"configuration error, {user!r} not provisioned: {exc}", user)
+        return
+    try:
+        tenant.check_eligible(tenant.lookup(user), settings.eligibility)
+    except tenant.NotEligible:
+        return  # not ours: root, system users, anyone the config excludes
+    _provision_within(user, settings)
+
+
+def _provision_within(user: str, settings: Config) -> None:
+    time_limit = settings.hook.time_limit
+    started = time.monotonic()
+    child = os.fork()
+    if child == 0:
+        os._exit(_provision_child(user, settings))
+    pidfd = os.pidfd_open(child)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], time_limit)
+    finally:
+        os.close(pidfd)
+    if not ready:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        _log(f"provisioning did not finish within {time_limit:g} s (hook.time_limit); "
+             "gave up, the login goes on and the next login tries again", user)  # fmt: skip
+        return
+    _, status = os.waitpid(child, 0)
+    if os.waitstatus_to_exitcode(status) == 0:
+        elapsed = (time.monotonic() - started) * 1000
+        _log(f"provisioned at login in {elapsed:.0f} ms", user, priority=6)
+
+
+def _provision_child(user: str, settings: Config) -> int:
+    try:
+        from dtenant_session import provision
+
+        provision.ensure(user, settings, timeout=settings.hook.time_limit)
+    except DtenantError as exc:
+        _log(f"provisioning failed: {exc}", user)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a bug must not fail a login either
+        _log(f"provisioning failed: {type(exc).__name__}: {exc}", user)
+        return 1
+    return 0
