@@ -87,6 +87,34 @@ def _firewall_sync(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _reap(args: argparse.Namespace) -> int:
+    from dtenant_session import config, reaper
+
+    decisions = reaper.reap(config.load(), dry_run=args.dry_run, user=args.user)
+    if args.json:
+        print(json.dumps(reaper.as_dicts(decisions), indent=2))
+    else:
+        print(reaper.table(decisions, args.dry_run))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from dtenant_session import config, verify
+
+    try:
+        report = verify.verify_all(config.load(), only=args.tenant)
+    except verify.CannotCheck as exc:
+        print(f"dtenant verify: could not check: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(report.to_json())
+    else:
+        for finding in report.findings:
+            print(finding.line())
+        print(f"verified {len(report.checked)} tenants: {len(report.findings)} problems")
+    return 1 if report.findings else 0
+
+
 def _registry_check(_args: argparse.Namespace) -> int:
     from dtenant_session.registry import Registry
 
@@ -122,6 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     setup = command("setup", _setup, "apply host-wide settings: PAM lines, firewall")
     setup.add_argument("--print-pam", action="store_true", help="print PAM lines for pam.d")
+    reap = command("reap", _reap, "stop idle tenant daemons (dtenant-reap.timer runs this)")
+    reap.add_argument("user", nargs="?", help="only this tenant")
+    reap.add_argument("--dry-run", action="store_true", help="say what would be done, and why")
+    reap.add_argument("--json", action="store_true")
+    verify = command("verify", _verify,
+                     "check data-root exclusivity and that registry, files and units agree "
+                     "(exit 0: all good, 1: problems, 2: could not check)")  # fmt: skip
+    verify.add_argument("--tenant", metavar="USER")
+    verify.add_argument("--json", action="store_true")
     firewall = commands.add_parser("firewall", help="dtenant's nftables table")
     firewall_verbs = firewall.add_subparsers(dest="verb", required=True, metavar="VERB")
     sync = firewall_verbs.add_parser("sync", help="rebuild the table from the registry")

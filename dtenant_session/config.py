@@ -58,6 +58,18 @@ class Hook:
 
 
 @dataclass(frozen=True)
+class Reap:
+    interval: int = 600  # seconds between reaper passes (dtenant-reap.timer)
+    # A daemon is idle after this many seconds without a session, a running container
+    # or an API request; idle daemons are stopped (their socket keeps listening).
+    idle_timeout: int = 1800
+    # 0: a daemon with running containers is never stopped. Otherwise, after this many
+    # seconds without a session or an API request its containers are stopped cleanly
+    # (restart policies apply at the next start) and then the daemon.
+    stop_running_after: int = 0
+
+
+@dataclass(frozen=True)
 class Daemon:
     live_restore: bool = True
     # Extra daemon.json keys; dtenant's own keys (bridge, data-root, ...) cannot be set.
@@ -69,6 +81,7 @@ class Config:
     eligibility: Eligibility = field(default_factory=Eligibility)
     network: Network = field(default_factory=Network)
     hook: Hook = field(default_factory=Hook)
+    reap: Reap = field(default_factory=Reap)
     daemon: Daemon = field(default_factory=Daemon)
     files: tuple[str, ...] = ()  # the files this configuration was read from
 
@@ -80,6 +93,7 @@ SECTIONS: dict[str, type] = {
     "eligibility": Eligibility,
     "network": Network,
     "hook": Hook,
+    "reap": Reap,
     "daemon": Daemon,
 }
 
@@ -195,6 +209,12 @@ def _check(config: Config, merged: dict[str, dict[str, tuple[Any, str]]]) -> Non
             config.network.networks_pool, config.network.bridge_pool)),
         ("hook", "time_limit", lambda: None if 0 < config.hook.time_limit <= 120
             else "must be more than 0 and at most 120 seconds"),
+        ("reap", "interval", lambda: _at_least(config.reap.interval, 10)),
+        ("reap", "idle_timeout", lambda: _at_least(config.reap.idle_timeout, 1)),
+        ("reap", "stop_running_after", lambda: None if (
+            config.reap.stop_running_after == 0
+            or config.reap.stop_running_after >= config.reap.idle_timeout)
+            else "must be 0 (never) or at least reap.idle_timeout"),
         ("daemon", "extra", lambda: _no_reserved(config.daemon.extra)),
     ]  # fmt: skip
     for section, key, check in checks:

@@ -2,8 +2,9 @@
 
 Hot path (this module): the tenant is provisioned for the current configuration and its
 socket is there: a few stat calls, `os` and `sys` only, exit. Otherwise the cold path
-(login.py) provisions within hook.time_limit. Every failure is logged to the journal
-with the user; the exit code is always 0.
+(login.py) provisions within hook.time_limit. At close_session the hook only records
+the logout as activity (activity.py). Every failure is logged to the journal with the
+user; the exit code is always 0.
 """
 
 from __future__ import annotations
@@ -15,10 +16,17 @@ from dtenant_session import stamp
 
 
 def main() -> int:
-    if os.environ.get("PAM_TYPE") != "open_session":
-        return 0
     user = os.environ.get("PAM_USER", "")
     if not user or user == "root":
+        return 0
+    phase = os.environ.get("PAM_TYPE")
+    if phase == "close_session":
+        # Logging out is activity: the reaper counts its idle time from here.
+        from dtenant_session import activity
+
+        activity.touch(user)
+        return 0
+    if phase != "open_session":
         return 0
     if stamp.is_current(user, stamp.generation()):
         return 0

@@ -19,6 +19,7 @@ from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+NETWORKD_GRACE = 2.0  # seconds networkd gets to create a bridge before dtenant does
 
 
 class NetworkError(DtenantError):
@@ -67,21 +68,47 @@ def bridge_address(bridge: str) -> str | None:
     return None
 
 
-def wait_for_bridge(allocation: Allocation, timeout: float) -> None:
-    """Until the bridge carries its address: dockerd reads it when it starts."""
+def ensure_bridge(allocation: Allocation, timeout: float) -> str:
+    """Until the bridge carries its address (dockerd reads it when it starts). networkd
+    creates it from the files; when networkd does not within NETWORKD_GRACE seconds
+    (stopped, failing, off the bus), create and address it directly: networkd adopts it
+    later since the .network file matches its name. Returns how it came to be."""
     bridge = allocation.tenant.bridge
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    fallback_done = False
     while True:
         found = bridge_address(bridge)
         if found == allocation.bridge_address:
-            return
-        if time.monotonic() > deadline:
+            return "created by dtenant (networkd did not)" if fallback_done else "by networkd"
+        elapsed = time.monotonic() - started
+        if not fallback_done and elapsed > min(NETWORKD_GRACE, timeout / 2):
+            _create_bridge(bridge, allocation.bridge_address)
+            fallback_done = True
+            continue
+        if elapsed > timeout:
             state = f"has {found}" if found else "is missing or has no address"
             raise NetworkError(
                 f"bridge {bridge} of {allocation.user} {state}, expected "
                 f"{allocation.bridge_address} (is systemd-networkd running?)"
             )
         time.sleep(0.02)
+
+
+def _create_bridge(bridge: str, address: str) -> None:
+    from pyroute2 import IPRoute, NetlinkError
+
+    ip, _, prefix = address.partition("/")
+    try:
+        with IPRoute() as netlink:
+            if not netlink.link_lookup(ifname=bridge):
+                netlink.link("add", ifname=bridge, kind="bridge")
+            (index,) = netlink.link_lookup(ifname=bridge)
+            present = {a.get_attr("IFA_ADDRESS") for a in netlink.get_addr(index=index)}
+            if ip not in present:
+                netlink.addr("add", index=index, address=ip, prefixlen=int(prefix))
+            netlink.link("set", index=index, state="up")
+    except NetlinkError as exc:
+        raise NetworkError(f"cannot create bridge {bridge} with {address}: {exc}") from None
 
 
 def sync_firewall(allocations: Sequence[Allocation], config: Config) -> None:

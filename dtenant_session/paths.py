@@ -32,3 +32,17 @@ def socket_path(user: str) -> str:
 
 def stamp_path(user: str) -> str:
     return f"{STAMPS_DIR}/{user}"
+
+
+def activity_path(user: str) -> str:
+    """Touched on logout and API use: its mtime is the tenant's last activity."""
+    return f"{RUN_TENANTS_DIR}/{user}/activity"
+
+
+def authz_socket(user: str) -> str:
+    """The tenant's authorization plugin; Docker finds plugins by name in this directory."""
+    return f"/run/docker/plugins/{authz_plugin(user)}.sock"
+
+
+def authz_plugin(user: str) -> str:
+    return f"dtenant-{user}"

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from dtenant_session import files, network, paths, render, stamp, systemd, tenant
+from dtenant_session import files, network, paths, render, stamp, systemd, tenant, verify
 from dtenant_session.config import Config
 from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation, Registry
@@ -60,10 +60,11 @@ def tenant_lock(user: str, timeout: float) -> Iterator[None]:
 def _directories(allocation: Allocation) -> None:
     t = allocation.tenant
     # o+x on every parent: userns-remapped daemons must traverse to their data-root.
-    for directory in (paths.STATE_DIR, paths.TENANTS_DIR, t.state_dir, paths.RUN_TENANTS_DIR,
-                      t.run_dir):  # fmt: skip
+    for directory in (paths.STATE_DIR, paths.TENANTS_DIR, t.state_dir, t.data_root,
+                      paths.RUN_TENANTS_DIR, t.run_dir):  # fmt: skip
         os.makedirs(directory, mode=0o711, exist_ok=True)
         os.chmod(directory, 0o711)  # noqa: S103 - traversal only, no listing
+    verify.write_owner_stamp(t.user, t.uid)
 
 
 def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = False) -> Outcome:
@@ -101,11 +102,14 @@ def _converge(
 
     async def units(bus: systemd.Bus) -> None:
         if bridge_changed:
-            await bus.reload_networkd()
-            outcome.steps.append(f"networkd reloaded for {t.bridge}")
+            try:
+                await bus.reload_networkd()
+                outcome.steps.append(f"networkd reloaded for {t.bridge}")
+            except systemd.BusError as exc:  # the bridge is then created directly, below
+                outcome.steps.append(f"networkd reload failed: {exc}")
         await bus.enable([t.socket_unit])
         await bus.start(t.socket_unit)
 
     systemd.run(units, timeout=config.hook.time_limit)
     outcome.steps.append(f"{t.socket_unit} enabled and listening")
-    network.wait_for_bridge(allocation, BRIDGE_TIMEOUT)
+    outcome.steps.append(f"bridge {t.bridge} {network.ensure_bridge(allocation, BRIDGE_TIMEOUT)}")

@@ -50,12 +50,19 @@ def daemon_config(allocation: Allocation, config: Config) -> dict[str, Any]:
         "containerd-namespace": tenant.containerd_namespace,
         "containerd-plugins-namespace": f"{tenant.containerd_namespace}-plugins",
         "live-restore": config.daemon.live_restore,
+        # Every API request passes the tenant's own plugin: policy, and activity for
+        # the reaper.
+        "authorization-plugins": [paths.authz_plugin(tenant.user)],
     }
     return {**dict(config.daemon.extra), **owned}
 
 
+def json_text(settings: dict[str, Any]) -> str:
+    return json.dumps(settings, indent=2, sort_keys=True) + "\n"
+
+
 def daemon_json(allocation: Allocation, config: Config) -> str:
-    return json.dumps(daemon_config(allocation, config), indent=2, sort_keys=True) + "\n"
+    return json_text(daemon_config(allocation, config))
 
 
 def _gate(rules: Eligibility) -> list[str]:
@@ -71,11 +78,13 @@ def _gate(rules: Eligibility) -> list[str]:
 def pam_session_lines(config: Config) -> list[tuple[str, str]]:
     """(control, module and arguments): the hook, then DOCKER_HOST for eligible users only.
 
-    The hook is optional at open_session only: nothing it does can fail a login. Each
-    gate test skips the rest of the block, pam_env included, for users it matches.
+    Nothing the hook does can fail a login or a logout. Each gate test skips the rest of
+    the block, pam_env included, for users it matches.
     """
     tests = _gate(config.eligibility)
-    lines = [("optional", f"pam_exec.so quiet type=open_session {paths.HOOK}")]
+    # No type=: the hook also runs at close_session, to record the logout. [default=ignore]
+    # there: libpam replays the cached chain at close_session as if it were required.
+    lines = [("[default=ignore]", f"pam_exec.so quiet {paths.HOOK}")]
     for index, test in enumerate(tests):
         skip = len(tests) - index  # over the remaining tests and pam_env
         lines.append((f"[success={skip} default=ignore]", f"pam_succeed_if.so quiet {test}"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dtenant_session import command, files, network, paths, render
+from dtenant_session import command, files, network, paths, render, systemd
 from dtenant_session.config import Config
 from dtenant_session.registry import Registry
 
@@ -20,4 +20,17 @@ def apply(config: Config) -> list[str]:
         allocations = registry.all()
     network.sync_firewall(allocations, config)
     steps.append(f"firewall synced for {len(allocations)} tenants")
+    if files.write_if_changed(Path(REAP_INTERVAL_DROPIN), reap_interval_dropin(config)):
+        systemd.run(lambda bus: bus.reload_daemon())
+        steps.append(f"reaper runs every {config.reap.interval} s ({REAP_INTERVAL_DROPIN})")
     return steps
+
+
+REAP_INTERVAL_DROPIN = "/etc/systemd/system/dtenant-reap.timer.d/interval.conf"
+
+
+def reap_interval_dropin(config: Config) -> str:
+    return (
+        "# Written by `dtenant setup` from reap.interval in /etc/dtenant/dtenant.toml.\n"
+        f"[Timer]\nOnUnitActiveSec=\nOnUnitActiveSec={config.reap.interval}\n"
+    )

@@ -106,6 +106,9 @@ class Bus:
     async def stop(self, unit: str) -> None:
         await self._run_job("StopUnit", unit)
 
+    async def reload(self, unit: str) -> None:
+        await self._run_job("ReloadUnit", unit)
+
     async def enable(self, units: list[str]) -> None:
         await self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, "EnableUnitFiles", "asbb",
                         [units, False, False])  # fmt: skip

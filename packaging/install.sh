@@ -41,8 +41,8 @@ done
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     /usr/lib/systemd/systemd-sysctl /usr/lib/sysctl.d/60-dtenant.conf || true
-    systemctl enable --quiet systemd-networkd.service dtenant-firewall.service
+    systemctl enable --quiet systemd-networkd.service dtenant-firewall.service dtenant-reap.timer
     systemctl restart systemd-networkd.service   # reads networkd.conf.d only at start
-    systemctl start dtenant-firewall.service
+    systemctl start dtenant-firewall.service dtenant-reap.timer
 fi
 dtenant setup

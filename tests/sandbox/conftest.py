@@ -40,7 +40,8 @@ def lab() -> Iterator[host.Lab]:
             booted.add_account(account)
         yield booted
     finally:
-        host.down(LAB_NAME)
+        if os.environ.get("DTENANT_KEEP_LAB") != "1":  # keep it to look around afterwards
+            host.down(LAB_NAME)
 
 
 def load_image(lab: host.Lab, user: str) -> None:

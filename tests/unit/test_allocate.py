@@ -34,3 +34,15 @@ def test_exhausted_pool_names_the_key() -> None:
     with pytest.raises(allocate.PoolExhausted, match=r"network\.bridge_pool = 10\.96\.0\.0/23"):
         allocate.first_free_subnet("10.96.0.0/23", 24, ["10.96.0.0/24", "10.96.1.0/24"], [],
                                    pool_key="network.bridge_pool")  # fmt: skip
+
+
+def test_overlap_with_larger_and_smaller_taken_ranges() -> None:
+    taken = ["10.96.0.0/23", "10.96.2.128/25"]
+    chosen = allocate.first_free_subnet("10.96.0.0/16", 24, taken, [], pool_key="k")
+    assert chosen == "10.96.3.0/24"
+
+
+def test_a_nearly_full_pool_still_finds_the_gap() -> None:
+    subnets = [str(n) for n in ipaddress.IPv4Network("10.96.0.0/12").subnets(new_prefix=24)]
+    chosen = allocate.first_free_subnet("10.96.0.0/12", 24, subnets[:3000], [], pool_key="k")
+    assert chosen == subnets[3000]

@@ -1,0 +1,30 @@
+"""A tenant's last activity: the mtime of one file, touched on logout and on API use.
+
+Standard library only, a syscall or two: the PAM hook calls it at close_session.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dtenant_session import paths
+
+
+def touch(user: str) -> None:
+    """Record activity now; silently nothing for a user who is not a tenant."""
+    path = paths.activity_path(user)
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        try:
+            with open(path, "a"):
+                pass
+        except FileNotFoundError:
+            return  # no runtime directory: not provisioned, nothing to record
+
+
+def last(user: str) -> float | None:
+    try:
+        return os.stat(paths.activity_path(user)).st_mtime
+    except OSError:
+        return None

@@ -1,0 +1,192 @@
+"""Find idle tenant daemons and stop them (`dtenant reap`, run by dtenant-reap.timer).
+
+A daemon is idle when all of these hold: its user has no logind session, nothing is
+connected to its socket, it runs no container, and for reap.idle_timeout seconds it has
+served no API request and its user has not logged out (activity.py: the authorization
+plugin and the PAM hook's close_session touch one file). Idle daemons are stopped; the
+socket keeps listening, so the next docker command starts the daemon again with
+everything intact. Only running daemons are looked at closely: a stopped daemon is
+never contacted, so a pass never socket-activates one. Nothing on disk is removed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from dtenant_session import activity, command, files, log, render, systemd
+from dtenant_session.config import Config, Reap
+from dtenant_session.registry import Allocation, Registry
+
+STOP = "stop"
+STOP_WITH_CONTAINERS = "stop-containers"
+KEEP = "keep"
+SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a pass can see of one tenant, gathered without waking its daemon."""
+
+    user: str
+    uid: int
+    daemon: str  # ActiveState of docker@USER.service
+    sessions: int
+    connections: int
+    running_containers: int | None  # None: not asked (daemon not running) or unknown
+    last_activity: float | None
+
+
+@dataclass
+class Decision:
+    user: str
+    action: str
+    reasons: list[str] = field(default_factory=list)
+    idle_for: float | None = None
+    done: bool = False
+
+
+def decide(seen: Observation, rules: Reap, now: float) -> Decision:
+    """The reaper's judgement for one tenant (pure)."""
+    if seen.daemon != "active":
+        return Decision(seen.user, SKIP, [f"daemon {seen.daemon}"])
+    idle_for = None if seen.last_activity is None else max(0.0, now - seen.last_activity)
+    busy = []
+    if seen.sessions:
+        busy.append(f"{seen.sessions} login session(s)")
+    if seen.connections:
+        busy.append(f"{seen.connections} open API connection(s)")
+    if idle_for is not None and idle_for < rules.idle_timeout:
+        busy.append(f"last activity {idle_for:.0f} s ago (idle_timeout {rules.idle_timeout} s)")
+    if busy:
+        return Decision(seen.user, KEEP, busy, idle_for)
+    if seen.running_containers is None:
+        return Decision(seen.user, KEEP, ["running containers unknown"], idle_for)
+    if seen.running_containers:
+        running = f"{seen.running_containers} running container(s)"
+        limit = rules.stop_running_after
+        if limit and (idle_for is None or idle_for >= limit):
+            return Decision(seen.user, STOP_WITH_CONTAINERS,
+                            [running, f"no activity for {limit} s (stop_running_after)"],
+                            idle_for)  # fmt: skip
+        return Decision(seen.user, KEEP, [running], idle_for)
+    quiet = "no activity recorded" if idle_for is None else f"no activity for {idle_for:.0f} s"
+    return Decision(seen.user, STOP, ["no session, no connection, no container", quiet], idle_for)
+
+
+def socket_connections(ss_output: str) -> dict[str, int]:
+    """Live connections per listening path, from `ss -xnH state connected` (pure).
+
+    A connection whose peer is gone (peer inode 0) is not use: dockerd may not have closed
+    its end yet."""
+    counts: dict[str, int] = {}
+    for line in ss_output.splitlines():
+        fields = line.split()
+        # Netid State Recv-Q Send-Q Local Port Peer PeerPort
+        if len(fields) >= 8 and fields[4].startswith("/") and fields[7] != "0":
+            counts[fields[4]] = counts.get(fields[4], 0) + 1
+    return counts
+
+
+def _running_containers(allocation: Allocation) -> int | None:
+    import docker  # the SDK: only for daemons that already run
+
+    try:
+        client = docker.DockerClient(
+            base_url=f"unix://{allocation.tenant.socket}", timeout=10,
+            user_agent="dtenant-reaper",  # the authorization plugin does not count it
+        )  # fmt: skip
+        try:
+            return len(client.containers.list())
+        finally:
+            client.close()
+    except Exception as exc:  # noqa: BLE001 - unknown means kept, and said so
+        log.log(f"reaper: cannot list containers: {exc}", priority=log.WARNING,
+                user=allocation.user, step="reap")  # fmt: skip
+        return None
+
+
+def observe(allocations: list[Allocation]) -> list[Observation]:
+    async def gather(bus: systemd.Bus) -> tuple[dict[str, systemd.UnitState], dict[int, int]]:
+        return await bus.units(["docker@*.service"]), await bus.user_sessions()
+
+    units, sessions = systemd.run(gather)
+    ss = command.run([command.which("ss"), "-xnH", "state", "connected"], timeout=30)
+    connections = socket_connections(ss.stdout)
+    seen = []
+    for a in allocations:
+        unit = units.get(a.tenant.service_unit)
+        state = unit.active if unit else "inactive"
+        seen.append(Observation(
+            user=a.user, uid=a.uid, daemon=state, sessions=sessions.get(a.uid, 0),
+            connections=connections.get(str(a.tenant.socket), 0),
+            running_containers=_running_containers(a) if state == "active" else None,
+            last_activity=activity.last(a.user),
+        ))  # fmt: skip
+    return seen
+
+
+def _stop(allocation: Allocation) -> None:
+    async def stop(bus: systemd.Bus) -> None:
+        await bus.stop(allocation.tenant.service_unit)
+
+    systemd.run(stop, timeout=120)
+
+
+def _stop_with_containers(allocation: Allocation, config: Config) -> None:
+    """Stop the daemon as a shutdown of the host would: live-restore off for this stop, so
+    dockerd stops its containers itself and their restart policies apply at next start."""
+    t = allocation.tenant
+    settings = render.daemon_config(allocation, config)
+    files.write_if_changed(t.daemon_json, render.json_text({**settings, "live-restore": False}))
+    try:
+
+        async def reload_and_stop(bus: systemd.Bus) -> None:
+            await bus.reload(t.service_unit)
+            await bus.stop(t.service_unit)
+
+        systemd.run(reload_and_stop, timeout=300)
+    finally:
+        files.write_if_changed(t.daemon_json, render.daemon_json(allocation, config))
+
+
+def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> list[Decision]:
+    with Registry() as registry:
+        allocations = [a for a in registry.all() if user is None or a.user == user]
+    now = time.time()
+    by_user = {a.user: a for a in allocations}
+    decisions = [decide(seen, config.reap, now) for seen in observe(allocations)]
+    if dry_run:
+        return decisions
+    for decision in decisions:
+        if decision.action not in (STOP, STOP_WITH_CONTAINERS):
+            continue
+        allocation = by_user[decision.user]
+        reason = "; ".join(decision.reasons)
+        try:
+            if decision.action == STOP:
+                _stop(allocation)
+            else:
+                _stop_with_containers(allocation, config)
+        except Exception as exc:  # noqa: BLE001 - one tenant's failure must not stop the pass
+            log.log(f"reaper: could not stop the daemon: {exc}", priority=log.ERR,
+                    user=decision.user, step="reap")  # fmt: skip
+            continue
+        decision.done = True
+        what = "daemon and its containers" if decision.action == STOP_WITH_CONTAINERS else "daemon"
+        log.log(f"reaper stopped the idle {what} ({reason}); its socket still listens",
+                priority=log.NOTICE, user=decision.user, step="reap")  # fmt: skip
+    return decisions
+
+
+def as_dicts(decisions: list[Decision]) -> list[dict[str, Any]]:
+    return [asdict(d) for d in decisions]
+
+
+def table(decisions: list[Decision], dry_run: bool) -> str:
+    lines = []
+    for d in decisions:
+        verb = d.action if not dry_run or d.action in (KEEP, SKIP) else f"would {d.action}"
+        lines.append(f"{d.user:<20} {verb:<22} {'; '.join(d.reasons)}")
+    return "\n".join(lines) if lines else "no tenants"

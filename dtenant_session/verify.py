@@ -1,0 +1,497 @@
+"""Data-root exclusivity and consistency: `dtenant verify`, and the check each tenant
+daemon runs before it starts (ExecStartPre).
+
+dockerd keeps bbolt databases that take an exclusive lock; two daemons on one data-root
+end in "error while opening volume store metadata database: timeout". This module finds
+such collisions before they happen, names whoever holds a tenant's locks, and refuses a
+data-root that belongs to another host or tenant (an owner stamp in the data-root).
+
+The single-tenant check is standard library only and fast (no docker, no D-Bus).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from dtenant_session import mountinfo, paths
+
+OWNER_STAMP = ".dtenant-owner"
+BBOLT_MAGIC = 0xED0CDAED
+# Network filesystems: their locks cannot be trusted across clients.
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "ceph",
+        "glusterfs",
+        "fuse.glusterfs",
+        "fuse.sshfs",
+        "9p",
+        "afs",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "fuse.cephfs",
+        "ocfs2",
+        "gfs2",
+    }
+)
+# Below a data-root, bbolt databases are looked for everywhere but in what holds
+# container and user content: layer trees, volume data, container state, plugin roots.
+PRUNED_DIRS = frozenset(
+    {"overlay2", "aufs", "btrfs", "zfs", "vfs", "fuse-overlayfs", "containers", "_data", "rootfs"}
+)
+
+
+@dataclass(frozen=True)
+class Holder:
+    pid: int
+    command: str
+    unit: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    tenant: str
+    check: str
+    problem: str
+    path: str = ""
+    holder: Holder | None = None
+    advice: str = ""
+
+    def line(self) -> str:
+        text = f"{self.tenant}: {self.problem}"
+        if self.advice:
+            text += f"; {self.advice}"
+        return text
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"checked": self.checked, "findings": [asdict(f) for f in self.findings]}, indent=2
+        )
+
+
+class CannotCheck(Exception):
+    """Verification itself failed (exit code 2)."""
+
+
+# -- facts about the machine ------------------------------------------------------------
+
+
+def machine_id() -> str:
+    try:
+        with open("/etc/machine-id") as stream:
+            return stream.read().strip()
+    except OSError:
+        return ""
+
+
+def owner(user: str, uid: int) -> dict[str, Any]:
+    return {"machine_id": machine_id(), "hostname": socket.gethostname(), "user": user, "uid": uid}
+
+
+def data_root(user: str) -> str:
+    return f"{paths.TENANTS_DIR}/{user}/docker"
+
+
+def write_owner_stamp(user: str, uid: int) -> None:
+    """Claim a data-root for this host and tenant; an existing stamp is never replaced."""
+    stamp = os.path.join(data_root(user), OWNER_STAMP)
+    if os.path.exists(stamp):
+        return
+    temporary = f"{stamp}.tmp"
+    with open(temporary, "w") as stream:
+        json.dump({**owner(user, uid), "created": time.time()}, stream)
+    os.replace(temporary, stamp)
+
+
+def registered_tenants() -> dict[str, int]:
+    """user -> uid from the registry, read-only (no schema writes)."""
+    try:
+        db = sqlite3.connect(f"file:{paths.REGISTRY}?mode=ro", uri=True, timeout=5)
+        try:
+            return dict(db.execute("SELECT user, uid FROM tenants").fetchall())
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise CannotCheck(f"cannot read the registry {paths.REGISTRY}: {exc}") from None
+
+
+def proc_locks(text: str) -> dict[tuple[int, int, int], list[int]]:
+    """(major, minor, inode) -> pids holding a lock, from /proc/locks (pure)."""
+    held: dict[tuple[int, int, int], list[int]] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if "->" in fields:  # a waiter, not a holder
+            continue
+        try:
+            pid = int(fields[4])
+            major, minor, inode = fields[5].split(":")
+            key = (int(major, 16), int(minor, 16), int(inode))
+        except (IndexError, ValueError):
+            continue
+        held.setdefault(key, []).append(pid)
+    return held
+
+
+def unit_of(cgroup_text: str) -> str:
+    """The systemd unit (service or scope) a process runs in, from /proc/PID/cgroup."""
+    for line in cgroup_text.splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers in ("", "name=systemd"):
+            for part in reversed(path.split("/")):
+                if part.endswith((".service", ".scope")):
+                    return part
+    return ""
+
+
+def holder(pid: int) -> Holder:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as stream:
+            command = stream.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        with open(f"/proc/{pid}/cgroup") as stream:
+            unit = unit_of(stream.read())
+    except OSError:
+        command, unit = "(exited)", ""
+    return Holder(pid, command, unit)
+
+
+def is_bbolt(path: str) -> bool:
+    """bbolt's first meta page: a 16-byte page header, then magic 0xED0CDAED, version 2."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(24)
+    except OSError:
+        return False
+    return len(head) == 24 and int.from_bytes(head[16:20], "little") == BBOLT_MAGIC
+
+
+def bbolt_files(root: str) -> Iterator[str]:
+    for directory, subdirs, names in os.walk(root):
+        subdirs[:] = [d for d in subdirs if d not in PRUNED_DIRS]
+        for name in names:
+            path = os.path.join(directory, name)
+            if os.path.isfile(path) and not os.path.islink(path) and is_bbolt(path):
+                yield path
+
+
+def filesystem_location(path: str, mounts: list[mountinfo.MountEntry]) -> tuple[str, str, str]:
+    """(device, path inside that filesystem, fstype): equal or nested locations collide
+    whatever symlinks or bind mounts lead there."""
+    real = os.path.realpath(path)
+    best = max(
+        (
+            m
+            for m in mounts
+            if real == m.mount_point or real.startswith(m.mount_point.rstrip("/") + "/")
+        ),
+        key=lambda m: len(m.mount_point),
+    )
+    inside = real[len(best.mount_point.rstrip("/")) :] or "/"
+    return (
+        best.device,
+        os.path.normpath(best.root.rstrip("/") + "/" + inside.lstrip("/")),
+        best.fstype,
+    )
+
+
+def nested(first: str, second: str) -> bool:
+    return (
+        first == second
+        or first.startswith(second.rstrip("/") + "/")
+        or second.startswith(first.rstrip("/") + "/")
+    )
+
+
+# -- checks -----------------------------------------------------------------------------
+
+
+def check_owner(user: str, uid: int) -> list[Finding]:
+    stamp_path = os.path.join(data_root(user), OWNER_STAMP)
+    try:
+        with open(stamp_path) as stream:
+            stamp = json.load(stream)
+    except FileNotFoundError:
+        return []  # created at provisioning; a data-root without one is not yet claimed
+    except (OSError, ValueError) as exc:
+        problem = f"unreadable owner stamp {stamp_path}: {exc}"
+        advice = "inspect it; remove it only if this data-root is this tenant's"
+        return [Finding(user, "owner", problem, stamp_path, advice=advice)]
+    mine = owner(user, uid)
+    if stamp.get("machine_id") != mine["machine_id"]:
+        return [
+            Finding(
+                user,
+                "owner",
+                f"data-root {data_root(user)} belongs to host {stamp.get('hostname')!r} "
+                f"(machine-id {stamp.get('machine_id')}), not to this host",
+                stamp_path,
+                advice="is this storage shared by mistake? Use a data-root of this host",
+            )
+        ]
+    if (stamp.get("user"), stamp.get("uid")) != (user, uid):
+        return [
+            Finding(
+                user,
+                "owner",
+                f"data-root {data_root(user)} belongs to tenant {stamp.get('user')!r} "
+                f"(uid {stamp.get('uid')}), not to {user!r} (uid {uid})",
+                stamp_path,
+                advice="a data-root is never shared between tenants",
+            )
+        ]
+    return []
+
+
+def check_locks(user: str, allowed_unit: str | None) -> list[Finding]:
+    """Every bbolt file under the data-root is locked by nobody or by allowed_unit."""
+    root = data_root(user)
+    if not os.path.isdir(root):
+        return []
+    try:
+        with open("/proc/locks") as stream:
+            locks = proc_locks(stream.read())
+    except OSError as exc:
+        raise CannotCheck(f"cannot read /proc/locks: {exc}") from None
+    findings = []
+    for path in bbolt_files(root):
+        st = os.stat(path)
+        for pid in locks.get((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino), []):
+            who = holder(pid)
+            if allowed_unit is not None and who.unit == allowed_unit:
+                continue
+            findings.append(
+                Finding(
+                    user,
+                    "lock",
+                    f"{path} is locked by pid {pid} ({who.command or '?'}"
+                    f"{', unit ' + who.unit if who.unit else ''})",
+                    path,
+                    who,
+                    advice=f"stop pid {pid} before the tenant's daemon starts",
+                )
+            )
+    return findings
+
+
+def check_filesystem(user: str, mounts: list[mountinfo.MountEntry]) -> list[Finding]:
+    _, _, fstype = filesystem_location(data_root(user), mounts)
+    if fstype in NETWORK_FILESYSTEMS:
+        return [
+            Finding(
+                user,
+                "filesystem",
+                f"data-root {data_root(user)} is on {fstype}: its locks cannot be trusted",
+                data_root(user),
+                advice="use a local filesystem",
+            )
+        ]
+    return []
+
+
+def check_distinct(users: Iterable[str], mounts: list[mountinfo.MountEntry]) -> list[Finding]:
+    """Data-roots pairwise distinct and not nested, by filesystem location."""
+    located = [
+        (u, filesystem_location(data_root(u), mounts)) for u in users if os.path.isdir(data_root(u))
+    ]
+    findings = []
+    for index, (user, (device, place, _)) in enumerate(located):
+        for other, (other_device, other_place, _) in located[index + 1 :]:
+            if device == other_device and nested(place, other_place):
+                how = "is the same directory as" if place == other_place else "overlaps"
+                findings.append(
+                    Finding(
+                        user,
+                        "distinct",
+                        f"data-root {data_root(user)} {how} the data-root of {other} "
+                        f"({data_root(other)}; both are {place} on device {device})",
+                        data_root(user),
+                        advice="each tenant needs a data-root of its own",
+                    )
+                )
+    return findings
+
+
+def check_tenant_before_start(user: str) -> list[Finding]:
+    """What docker@USER.service runs before dockerd: fast, standard library only."""
+    tenants = registered_tenants()
+    if user not in tenants:
+        return [
+            Finding(
+                user,
+                "registry",
+                "not a registered tenant",
+                advice=f"run `dtenant provision {user}`",
+            )
+        ]
+    mounts = mountinfo.read()
+    findings = check_owner(user, tenants[user])
+    findings += check_filesystem(user, mounts)
+    findings += [f for f in check_distinct(tenants, mounts) if user in f.problem]
+    # Before start, any holder is foreign: the tenant's own dockerd is not running yet.
+    findings += check_locks(user, allowed_unit=None)
+    return findings
+
+
+def wait_for_bridge(user: str, timeout: float = 10.0) -> list[Finding]:
+    """dockerd reads its bridge's address when it starts: at boot, wait for networkd."""
+    try:
+        with open(f"{paths.TENANTS_DIR}/{user}/daemon.json") as stream:
+            bridge = json.load(stream)["bridge"]
+    except (OSError, ValueError, KeyError) as exc:
+        return [
+            Finding(
+                user,
+                "daemon.json",
+                f"cannot read its bridge: {exc}",
+                advice=f"run `dtenant provision {user}`",
+            )
+        ]
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(f"/sys/class/net/{bridge}"):
+        if time.monotonic() > deadline:
+            return [
+                Finding(
+                    user,
+                    "bridge",
+                    f"bridge {bridge} does not exist",
+                    advice="is systemd-networkd running? `networkctl status`",
+                )
+            ]
+        time.sleep(0.05)
+    return []
+
+
+def main_before_start(argv: list[str]) -> int:
+    """ExecStartPre of docker@USER.service: one clear line per problem, exit 1 blocks."""
+    import sys
+
+    if len(argv) != 1:
+        print("usage: check-tenant USER", file=sys.stderr)
+        return 2
+    user = argv[0]
+    try:
+        findings = check_tenant_before_start(user) or wait_for_bridge(user)
+    except CannotCheck as exc:
+        print(f"dtenant: cannot check {user}'s data-root: {exc}", file=sys.stderr)
+        return 1
+    for finding in findings:
+        print(f"dtenant: refusing to start the daemon of {finding.line()}", file=sys.stderr)
+    return 1 if findings else 0
+
+
+def check_consistency(allocation: Any, config: Any) -> list[Finding]:
+    """Registry, generated files and units agree for one tenant."""
+    from dtenant_session import render
+
+    t = allocation.tenant
+    expected = {
+        t.daemon_json: render.daemon_json(allocation, config),
+        t.netdev_file: render.netdev(allocation),
+        t.network_file: render.network(allocation),
+    }
+    findings = []
+    for path, content in expected.items():
+        try:
+            actual = path.read_text()
+        except OSError:
+            actual = None
+        if actual != content:
+            state = "is missing" if actual is None else "differs from the registry and config"
+            findings.append(
+                Finding(
+                    t.user,
+                    "files",
+                    f"{path} {state}",
+                    str(path),
+                    advice=f"run `dtenant provision {t.user}`",
+                )
+            )
+    wants = f"/etc/systemd/system/sockets.target.wants/{t.socket_unit}"
+    if not os.path.lexists(wants):
+        findings.append(
+            Finding(
+                t.user,
+                "units",
+                f"{t.socket_unit} is not enabled",
+                wants,
+                advice=f"run `dtenant provision {t.user}`",
+            )
+        )
+    return findings
+
+
+def check_orphans(users: set[str], bridges: set[str]) -> list[Finding]:
+    findings = []
+    try:
+        directories = set(os.listdir(paths.TENANTS_DIR))
+    except FileNotFoundError:
+        directories = set()
+    for user in sorted(directories - users):
+        where = f"{paths.TENANTS_DIR}/{user}"
+        findings.append(
+            Finding(
+                user,
+                "registry",
+                f"{where} has no registry entry",
+                where,
+                advice="a removed tenant's data, or a registry that lost it",
+            )
+        )
+    try:
+        network_files = os.listdir(paths.NETWORKD_DIR)
+    except FileNotFoundError:
+        network_files = []
+    for name in sorted(network_files):
+        stem, _, suffix = name.partition(".")
+        ours = stem.startswith("60-dtenant") and suffix in ("netdev", "network")
+        if ours and stem.removeprefix("60-") not in bridges:
+            where = f"{paths.NETWORKD_DIR}/{name}"
+            findings.append(Finding("-", "registry", f"{where} belongs to no tenant", where))
+    return findings
+
+
+def verify_all(config: Any, only: str | None = None) -> Report:
+    """Every check for every tenant (or one): `dtenant verify`."""
+    from dtenant_session.registry import Registry, RegistryError
+
+    try:
+        with Registry() as registry:
+            allocations = registry.all()
+    except RegistryError as exc:
+        raise CannotCheck(str(exc)) from None
+    report = Report()
+    mounts = mountinfo.read()
+    chosen = [a for a in allocations if only is None or a.user == only]
+    if only is not None and not chosen:
+        raise CannotCheck(f"{only!r} is not a registered tenant")
+    for allocation in chosen:
+        user = allocation.user
+        report.checked.append(user)
+        report.findings += check_owner(user, allocation.uid)
+        report.findings += check_filesystem(user, mounts)
+        report.findings += check_locks(user, allowed_unit=allocation.tenant.service_unit)
+        report.findings += check_consistency(allocation, config)
+    distinct = check_distinct([a.user for a in allocations], mounts)
+    report.findings += [f for f in distinct if only is None or only in f.problem]
+    if only is None:
+        report.findings += check_orphans(
+            {a.user for a in allocations}, {a.tenant.bridge for a in allocations}
+        )
+    return report
