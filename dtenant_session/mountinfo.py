@@ -1,16 +1,17 @@
-"""Parse /proc/PID/mountinfo (proc(5)); pure apart from `read`."""
+"""Parse /proc/PID/mountinfo (proc(5)); pure apart from `read`.
+
+NamedTuples and no pathlib: the pre-start check of every tenant daemon imports this.
+"""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from pathlib import Path
+from typing import NamedTuple
 
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
-@dataclass(frozen=True)
-class MountEntry:
+class MountEntry(NamedTuple):
     mount_id: int
     parent_id: int
     device: str  # "major:minor"
@@ -47,7 +48,8 @@ def parse(text: str) -> list[MountEntry]:
 
 
 def read(pid: int | str = "self") -> list[MountEntry]:
-    return parse(Path(f"/proc/{pid}/mountinfo").read_text())
+    with open(f"/proc/{pid}/mountinfo") as stream:
+        return parse(stream.read())
 
 
 def under(entries: list[MountEntry], directory: str) -> list[MountEntry]:
@@ -56,8 +58,7 @@ def under(entries: list[MountEntry], directory: str) -> list[MountEntry]:
     return [e for e in entries if e.mount_point == directory or e.mount_point.startswith(prefix)]
 
 
-@dataclass(frozen=True)
-class CgroupMount:
+class CgroupMount(NamedTuple):
     """One cgroup hierarchy as the host mounts it below /sys/fs/cgroup."""
 
     mount_point: str

@@ -137,15 +137,15 @@ def _accept_in_docker_user(config: Config) -> None:
         iptables = command.which("iptables")
     except command.CommandError:
         return
-    if command.run([iptables, "-w", "5", "-S", "DOCKER-USER"], check=False).returncode != 0:
-        return
+    listing = command.run([iptables, "-w", "5", "-S", "DOCKER-USER"], check=False)
+    if listing.returncode != 0:
+        return  # no such chain: no system dockerd with iptables rules here
     pools = (config.network.bridge_pool, config.network.networks_pool)
-    matches = [["-s", pool] for pool in pools]
-    matches += [
-        ["-d", pool, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"] for pool in pools
-    ]
+    replies = ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"]
+    matches = [["-s", pool] for pool in pools] + [["-d", pool, *replies] for pool in pools]
+    present = set(listing.stdout.splitlines())
     for match in matches:
-        tagged = [*match, "-m", "comment", "--comment", "dtenant", "-j", "ACCEPT"]
-        exists = command.run([iptables, "-w", "5", "-C", "DOCKER-USER", *tagged], check=False)
-        if exists.returncode != 0:
-            command.run([iptables, "-w", "5", "-I", "DOCKER-USER", *tagged])
+        rule = [*match, "-m", "comment", "--comment", "dtenant", "-j", "ACCEPT"]
+        # One listing instead of a `-C` per rule: this runs on every first login.
+        if " ".join(["-A", "DOCKER-USER", *rule]) not in present:
+            command.run([iptables, "-w", "5", "-I", "DOCKER-USER", *rule])

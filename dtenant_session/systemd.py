@@ -139,6 +139,11 @@ class Bus:
 
 
 async def _with_bus(action: Callable[[Bus], Awaitable[T]]) -> T:
+    import sys
+
+    # dbus-next's package imports its GLib backend, which loads PyGObject when installed
+    # (~25 ms on the login path). Nothing here uses GLib: let that import fail fast.
+    sys.modules.setdefault("gi", None)  # type: ignore[arg-type]
     from dbus_next.aio.message_bus import MessageBus
     from dbus_next.constants import BusType
 

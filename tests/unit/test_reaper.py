@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from dtenant_session import reaper
+from dtenant_session.config import Reap
+
+RULES = Reap(idle_timeout=600, stop_running_after=0)
+NOW = 10_000.0
+
+
+def _seen(**overrides: object) -> reaper.Observation:
+    base: dict[str, object] = dict(user="alice", uid=1000, daemon="active", sessions=0,
+                                   connections=0, running_containers=0,
+                                   last_activity=NOW - 3600)  # fmt: skip
+    base.update(overrides)
+    return reaper.Observation(**base)  # type: ignore[arg-type]
+
+
+def test_idle_daemon_is_stopped() -> None:
+    decision = reaper.decide(_seen(), RULES, NOW)
+    assert decision.action == reaper.STOP
+    assert decision.idle_for == 3600
+
+
+def test_stopped_daemons_are_skipped_without_asking_them() -> None:
+    assert reaper.decide(_seen(daemon="inactive", running_containers=None), RULES, NOW).action == (
+        reaper.SKIP
+    )
+
+
+def test_every_sign_of_use_keeps_the_daemon() -> None:
+    for seen, reason in [
+        (_seen(sessions=2), "2 login session(s)"),
+        (_seen(connections=1), "1 open API connection(s)"),
+        (_seen(last_activity=NOW - 10), "last activity 10 s ago"),
+        (_seen(running_containers=3), "3 running container(s)"),
+        (_seen(running_containers=None), "running containers unknown"),
+    ]:
+        decision = reaper.decide(seen, RULES, NOW)
+        assert decision.action == reaper.KEEP
+        assert any(reason in r for r in decision.reasons), decision.reasons
+
+
+def test_running_containers_are_stopped_only_when_configured() -> None:
+    rules = Reap(idle_timeout=600, stop_running_after=7200)
+    assert reaper.decide(_seen(running_containers=1), rules, NOW).action == reaper.KEEP
+    old = _seen(running_containers=1, last_activity=NOW - 8000)
+    assert reaper.decide(old, rules, NOW).action == reaper.STOP_WITH_CONTAINERS
+    assert reaper.decide(old, RULES, NOW).action == reaper.KEEP
+
+
+def test_no_recorded_activity_counts_as_idle() -> None:
+    assert reaper.decide(_seen(last_activity=None), RULES, NOW).action == reaper.STOP
+
+
+def test_socket_connections_count_live_peers_only() -> None:
+    ss = (
+        "u_str ESTAB 0 0 /run/docker-alice.sock 345850 * 345851\n"
+        "u_str ESTAB 0 0 /run/docker-alice.sock 345852 * 0\n"
+        "u_str ESTAB 0 0 /run/docker-bob.sock 345860 * 345861\n"
+        "u_str ESTAB 0 0 * 345861 * 345860\n"
+    )
+    assert reaper.socket_connections(ss) == {"/run/docker-alice.sock": 1, "/run/docker-bob.sock": 1}

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dtenant_session import mountinfo, paths, verify
+
+MOUNTS = mountinfo.parse(
+    "23 1 254:0 / / rw - ext4 /dev/vda rw\n"
+    "40 23 254:0 /srv/tenants/alice /var/lib/dtenant/tenants/bob/docker rw - ext4 /dev/vda rw\n"
+    "41 23 0:50 / /var/lib/dtenant/tenants/carol rw - nfs4 server:/x rw\n"
+)
+
+
+def test_proc_locks_maps_device_and_inode_to_holders() -> None:
+    text = (
+        "1: FLOCK  ADVISORY  WRITE 4242 fe:00:1311 0 EOF\n"
+        "2: POSIX  ADVISORY  WRITE 77 00:2d:9 0 EOF\n"
+        "2: -> FLOCK  ADVISORY  WRITE 99 fe:00:1311 0 EOF\n"
+    )
+    assert verify.proc_locks(text) == {(254, 0, 1311): [4242], (0, 45, 9): [77]}
+
+
+def test_unit_of_reads_v1_and_v2_cgroup_files() -> None:
+    hybrid = "9:name=systemd:/system.slice/system-docker.slice/docker@alice.service\n4:memory:/x\n"
+    unified = "0::/user.slice/user-1000.slice/session-3.scope\n"
+    assert verify.unit_of(hybrid) == "docker@alice.service"
+    assert verify.unit_of(unified) == "session-3.scope"
+    assert verify.unit_of("0::/\n") == ""
+
+
+def test_bbolt_files_are_recognised_by_their_magic(tmp_path: Path) -> None:
+    bolt = tmp_path / "volumes" / "anything.db"
+    bolt.parent.mkdir()
+    bolt.write_bytes(bytes(16) + (0xED0CDAED).to_bytes(4, "little") + (2).to_bytes(4, "little")
+                     + bytes(4072))  # fmt: skip
+    (tmp_path / "other.json").write_text("{}" * 20)
+    layer = tmp_path / "overlay2" / "abc" / "diff"
+    layer.mkdir(parents=True)
+    (layer / "user.db").write_bytes(bolt.read_bytes())  # container content: not the daemon's
+    assert list(verify.bbolt_files(str(tmp_path))) == [str(bolt)]
+
+
+def test_filesystem_location_sees_through_bind_mounts() -> None:
+    bob = verify.filesystem_location("/var/lib/dtenant/tenants/bob/docker", MOUNTS)
+    assert bob == ("254:0", "/srv/tenants/alice", "ext4")
+    assert verify.nested("/srv/tenants/alice", "/srv/tenants/alice/sub")
+    assert not verify.nested("/srv/tenants/alice", "/srv/tenants/alice2")
+
+
+def test_network_filesystems_are_refused() -> None:
+    findings = verify.check_filesystem("carol", MOUNTS)
+    assert findings
+    assert "nfs4" in findings[0].problem
+
+
+def test_owner_stamp_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(paths, "TENANTS_DIR", str(tmp_path))
+    os.makedirs(verify.data_root("alice"))
+    verify.write_owner_stamp("alice", 1000)
+    assert verify.check_owner("alice", 1000) == []
+    other = verify.check_owner("alice", 2000)
+    assert other
+    assert "belongs to tenant 'alice' (uid 1000)" in other[0].problem
