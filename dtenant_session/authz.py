@@ -9,8 +9,9 @@ comes back on the next connection. Protocol: POST /Plugin.Activate ->
 request (and response) and answer {"Allow": bool, "Msg": str}, always with HTTP 200.
 A plugin that is down means every request is denied: Docker fails closed.
 
-Every request also counts as activity for the reaper, except the reaper's own.
-Standard library only: it starts when the daemon starts.
+The policy itself is policy.py; this module is the server around it. Every request also
+counts as activity for the reaper, except the reaper's own. Standard library only: it
+starts when the daemon starts.
 """
 
 from __future__ import annotations
@@ -37,8 +38,53 @@ Decision = tuple[bool, str]
 Policy = Callable[[dict[str, Any]], Decision]
 
 
-def allow_all(_request: dict[str, Any]) -> Decision:
-    return True, ""
+def deny_all(reason: str) -> Policy:
+    def deny(_request: dict[str, Any]) -> Decision:
+        return False, f"dtenant: {reason}"
+
+    return deny
+
+
+def resolve(path: str) -> str:
+    """Where a bind source really leads: the path cleaned as Docker cleans it, then every
+    symlink of its existing part resolved (strictly: what cannot be resolved is an error,
+    never a guess)."""
+    cleaned = os.path.normpath(path)
+    head, rest = cleaned, list[str]()
+    while True:
+        try:
+            real = os.path.realpath(head, strict=True)
+            break
+        except FileNotFoundError:
+            head, name = os.path.split(head)
+            rest.insert(0, name)
+    return os.path.join(real, *rest) if rest else real
+
+
+def tenant_policy(user: str) -> Policy:
+    """The configured policy for user; a policy that cannot be built denies everything."""
+    import pwd
+
+    from dtenant_session import config, paths, policy
+    from dtenant_session.errors import DtenantError
+
+    try:
+        settings = config.load()
+        home = os.path.realpath(pwd.getpwnam(user).pw_dir, strict=True)
+        with open(f"{paths.TENANTS_DIR}/{user}/daemon.json") as stream:
+            pool = json.load(stream)["default-address-pools"][0]["base"]
+    except (DtenantError, OSError, KeyError, IndexError, ValueError) as exc:
+        return deny_all(f"the policy of {user} cannot be loaded ({exc}); ask the administrator")
+    roots = tuple(
+        resolve(root.replace("{home}", home).replace("{user}", user))
+        for root in settings.policy.bind_roots
+    )
+    tenant = policy.Tenant(user=user, home=home, networks_pool=pool, bind_roots=roots)
+
+    def decide(request: dict[str, Any]) -> Decision:
+        return policy.authorize(request, settings.policy, tenant, resolve)
+
+    return decide
 
 
 class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -128,7 +174,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: authz USER", file=sys.stderr)
         return 2
-    serve(argv[0], allow_all)
+    serve(argv[0], tenant_policy(argv[0]))
     return 0
 
 

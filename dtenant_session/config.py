@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 from dtenant_session import paths
 from dtenant_session.errors import DtenantError
+from dtenant_session.policy import Rules
 
 try:
     import tomllib
@@ -70,6 +72,23 @@ class Reap:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """systemd resource limits of each tenant's slice (its daemon and all its containers);
+    empty means no limit. `dtenant setup` writes them to dtenant-.slice.d/."""
+
+    memory_max: str = "50%"  # MemoryMax=: bytes with K/M/G/T, or a share of RAM
+    cpu_quota: str = ""  # CPUQuota=: e.g. "200%" for two CPUs
+    tasks_max: str = "8192"  # TasksMax=
+
+
+@dataclass(frozen=True)
+class Userns:
+    # Tenants without a subordinate id range in /etc/subuid (directory users) get one of
+    # 65536 ids at subid_base + (slot - 1) * 65536: above every real uid.
+    subid_base: int = 3_000_000_000
+
+
+@dataclass(frozen=True)
 class Daemon:
     live_restore: bool = True
     # Extra daemon.json keys; dtenant's own keys (bridge, data-root, ...) cannot be set.
@@ -82,6 +101,9 @@ class Config:
     network: Network = field(default_factory=Network)
     hook: Hook = field(default_factory=Hook)
     reap: Reap = field(default_factory=Reap)
+    policy: Rules = field(default_factory=Rules)
+    limits: Limits = field(default_factory=Limits)
+    userns: Userns = field(default_factory=Userns)
     daemon: Daemon = field(default_factory=Daemon)
     files: tuple[str, ...] = ()  # the files this configuration was read from
 
@@ -94,6 +116,9 @@ SECTIONS: dict[str, type] = {
     "network": Network,
     "hook": Hook,
     "reap": Reap,
+    "policy": Rules,
+    "limits": Limits,
+    "userns": Userns,
     "daemon": Daemon,
 }
 
@@ -182,9 +207,10 @@ def _origin(merged: dict[str, dict[str, tuple[Any, str]]], section: str, key: st
 
 
 RESERVED_DAEMON_KEYS = frozenset({
-    "bridge", "bip", "data-root", "exec-root", "pidfile", "hosts", "iptables",
+    "bridge", "bip", "data-root", "exec-root", "pidfile", "hosts", "iptables", "ip-masq",
     "default-address-pools", "containerd", "containerd-namespace",
     "containerd-plugins-namespace", "userns-remap", "authorization-plugins", "cgroup-parent",
+    "exec-opts", "default-cgroupns-mode", "builder", "live-restore",
 })  # fmt: skip
 
 
@@ -215,6 +241,14 @@ def _check(config: Config, merged: dict[str, dict[str, tuple[Any, str]]]) -> Non
             config.reap.stop_running_after == 0
             or config.reap.stop_running_after >= config.reap.idle_timeout)
             else "must be 0 (never) or at least reap.idle_timeout"),
+        ("policy", "min_host_port", lambda: None if 1 <= config.policy.min_host_port <= 65535
+            else "must be a port number"),
+        ("policy", "bind_roots", lambda: _bind_roots(config.policy.bind_roots)),
+        ("limits", "memory_max", lambda: _limit(config.limits.memory_max, r"\d+[KMGT]?|\d+%")),
+        ("limits", "cpu_quota", lambda: _limit(config.limits.cpu_quota, r"\d+%")),
+        ("limits", "tasks_max", lambda: _limit(config.limits.tasks_max, r"\d+|\d+%")),
+        ("userns", "subid_base", lambda: None if 65536 <= config.userns.subid_base
+            <= 4_294_967_295 - 65536 else "must lie between 65536 and 2^32 - 65537"),
         ("daemon", "extra", lambda: _no_reserved(config.daemon.extra)),
     ]  # fmt: skip
     for section, key, check in checks:
@@ -251,6 +285,21 @@ def _disjoint(pool: str, other: str) -> str | None:
     if ipaddress.IPv4Network(pool).overlaps(ipaddress.IPv4Network(other)):
         return f"overlaps network.bridge_pool {other}"
     return None
+
+
+def _bind_roots(roots: tuple[str, ...]) -> str | None:
+    for root in roots:
+        if not (root.startswith("/") or root.startswith("{home}")):
+            return f"{root!r} must be an absolute path or start with {{home}}"
+        if root.rstrip("/") in ("", "/etc", "/usr", "/var", "/run", "/proc", "/sys", "/dev"):
+            return f"{root!r} would hand the host's system files to every tenant"
+    return None
+
+
+def _limit(value: str, pattern: str) -> str | None:
+    if value == "" or re.fullmatch(pattern, value):
+        return None
+    return f"{value!r} is not a valid systemd limit here"
 
 
 def _no_reserved(extra: Mapping[str, Any]) -> str | None:

@@ -14,7 +14,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from dtenant_session import files, network, paths, render, stamp, systemd, tenant, verify
+from dtenant_session import (
+    files,
+    network,
+    paths,
+    render,
+    stamp,
+    subid,
+    systemd,
+    tenant,
+    verify,
+)
 from dtenant_session.config import Config
 from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation, Registry
@@ -83,17 +93,19 @@ def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = Fa
                 )
             everyone = registry.all()
         outcome = Outcome(allocation)
-        _converge(allocation, everyone, config, outcome)
+        _converge(allocation, account.gid, everyone, config, outcome)
         stamp.write(user, current)
     outcome.seconds = time.monotonic() - started
     return outcome
 
 
 def _converge(
-    allocation: Allocation, everyone: list[Allocation], config: Config, outcome: Outcome
+    allocation: Allocation, gid: int, everyone: list[Allocation], config: Config, outcome: Outcome
 ) -> None:
     t = allocation.tenant
     _directories(allocation)
+    for file in subid.ensure(t.user, t.uid, gid, t.slot, config.userns.subid_base):
+        outcome.steps.append(f"mapped {t.user} in {file}")
     if files.write_if_changed(t.daemon_json, render.daemon_json(allocation, config)):
         outcome.steps.append(f"wrote {t.daemon_json}")
     network.sync_firewall(everyone, config)

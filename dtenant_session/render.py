@@ -50,6 +50,16 @@ def daemon_config(allocation: Allocation, config: Config) -> dict[str, Any]:
         "containerd-namespace": tenant.containerd_namespace,
         "containerd-plugins-namespace": f"{tenant.containerd_namespace}-plugins",
         "live-restore": config.daemon.live_restore,
+        # Container root is the user on the host; other container ids are the user's
+        # subordinate ids (subid.py).
+        "userns-remap": tenant.user,
+        # The daemon and every container of the tenant in the tenant's own slice, whose
+        # limits come from [limits]; containers in private cgroup namespaces.
+        "exec-opts": ["native.cgroupdriver=systemd"],
+        "cgroup-parent": tenant.slice,
+        "default-cgroupns-mode": "private",
+        # BuildKit's RUN --network=host and --security=insecure stay off.
+        "builder": {"entitlements": {"network-host": False, "security-insecure": False}},
         # Every API request passes the tenant's own plugin: policy, and activity for
         # the reaper.
         "authorization-plugins": [paths.authz_plugin(tenant.user)],
@@ -73,6 +83,21 @@ def _gate(rules: Eligibility) -> list[str]:
     if rules.deny:
         tests.append(f"user in {':'.join(rules.deny)}")
     return tests
+
+
+def slice_limits(config: Config) -> str:
+    """Drop-in for every dtenant-*.slice (systemd applies dtenant-.slice.d/ to them all)."""
+    limits = config.limits
+    lines = [
+        "# Written by `dtenant setup` from [limits] in /etc/dtenant/dtenant.toml.",
+        "[Slice]",
+        "MemoryAccounting=yes",
+        "TasksAccounting=yes",
+        f"MemoryMax={limits.memory_max or 'infinity'}",
+        f"TasksMax={limits.tasks_max or 'infinity'}",
+        f"CPUQuota={limits.cpu_quota}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def pam_session_lines(config: Config) -> list[tuple[str, str]]:

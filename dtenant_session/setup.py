@@ -20,12 +20,19 @@ def apply(config: Config) -> list[str]:
         allocations = registry.all()
     network.sync_firewall(allocations, config)
     steps.append(f"firewall synced for {len(allocations)} tenants")
+    reload = False
     if files.write_if_changed(Path(REAP_INTERVAL_DROPIN), reap_interval_dropin(config)):
-        systemd.run(lambda bus: bus.reload_daemon())
+        reload = True
         steps.append(f"reaper runs every {config.reap.interval} s ({REAP_INTERVAL_DROPIN})")
+    if files.write_if_changed(Path(SLICE_LIMITS_DROPIN), render.slice_limits(config)):
+        reload = True
+        steps.append(f"tenant slice limits written ({SLICE_LIMITS_DROPIN})")
+    if reload:
+        systemd.run(lambda bus: bus.reload_daemon())
     return steps
 
 
+SLICE_LIMITS_DROPIN = "/etc/systemd/system/dtenant-.slice.d/50-limits.conf"
 REAP_INTERVAL_DROPIN = "/etc/systemd/system/dtenant-reap.timer.d/interval.conf"
 
 

@@ -112,6 +112,11 @@ class Tenant:
         return bridge_name(self.slot)
 
     @property
+    def slice(self) -> str:
+        """The tenant's slice: its daemon and, as cgroup parent, all its containers."""
+        return f"dtenant-{self.instance}.slice"
+
+    @property
     def containerd_namespace(self) -> str:
         return f"dtenant{self.slot}"
 

@@ -26,6 +26,8 @@ DEVICE_NODES = ("null", "zero", "full", "random", "urandom", "tty", "net/tun", "
 
 # Units that make no sense in a lab or would change the host kernel (modules and binfmt
 # registrations are global); masked in the lab's overlay.
+VISIBLE_PROC = "/run/.lab-proc"
+
 MASKED_UNITS = (
     "console-getty.service",
     "systemd-modules-load.service",
@@ -165,6 +167,11 @@ def boot_plan(
     steps += [
         Mount("tmpfs", "tmpfs", f"{root}/tmp", "mode=1777,nosuid,nodev"),
         Mount("tmpfs", "tmpfs", f"{root}/run", "mode=755,nosuid,nodev"),
+        # The kernel lets a user namespace (userns-remapped containers) mount a new proc
+        # only if some proc in the mount namespace is fully visible; /proc is not, with
+        # /proc/sys read-only on top. One plain proc, out of the way, satisfies it.
+        MakeDirs(f"{root}{VISIBLE_PROC}", 0o700),
+        Mount("proc", "proc", f"{root}{VISIBLE_PROC}", "nosuid,nodev,noexec"),
     ]
     steps += _config_steps(root, hostname)
     return steps

@@ -1,0 +1,519 @@
+"""The tenant policy: what a user may ask of their own rootful daemon (pure).
+
+Input is Docker's authorization request (RequestMethod, RequestUri, RequestBody in
+base64, RequestHeaders); output is (allowed, message). The message reaches the docker
+CLI as "authorization denied by plugin dtenant-USER: <message>".
+
+Parsing is at least as strict as the daemon's: Go's encoding/json matches struct fields
+case-insensitively and lets the last duplicate win, so struct keys are folded and any
+duplicate is denied; map keys (labels, options, ports) keep their case. Unknown keys,
+wrong types and bodies the plugin cannot see (chunked, empty, over 1 MiB) are denied
+where a body matters. Write endpoints not listed here are denied.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import posixpath
+import re
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Decision = tuple[bool, str]
+Resolve = Callable[[str], str]  # host path -> real path, as the daemon would reach it
+
+
+class Denied(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The administrator's policy ([policy] in dtenant.toml)."""
+
+    # Docker's default capabilities (adding them changes nothing) and a few that only
+    # act inside the container's own namespaces under userns-remap.
+    allowed_capabilities: tuple[str, ...] = (
+        "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
+        "NET_BIND_SERVICE", "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+        "NET_ADMIN", "SYS_PTRACE",
+    )  # fmt: skip
+    # Where bind mounts may come from; "{home}" is the user's home, "{user}" the name.
+    bind_roots: tuple[str, ...] = ("{home}",)
+    min_host_port: int = 1024
+    log_drivers: tuple[str, ...] = ("json-file", "local", "none")
+    allow_device_requests: bool = False  # --gpus
+
+
+@dataclass(frozen=True)
+class Tenant:
+    user: str
+    home: str
+    networks_pool: str  # the tenant's own range for user-defined networks
+    bind_roots: tuple[str, ...] = field(default_factory=tuple)  # resolved, absolute
+
+
+# -- strict JSON -------------------------------------------------------------------------
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object as read: its pairs in order, duplicates kept."""
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw, object_pairs_hook=_Pairs)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Denied(f"request body is not valid JSON ({exc})") from None
+
+
+def struct(value: Any, where: str, known: frozenset[str]) -> dict[str, Any]:
+    """A Go struct: keys folded to lower case, duplicates and unknown fields denied."""
+    if value is None:
+        return {}
+    if not isinstance(value, _Pairs):
+        raise Denied(f"{where} must be an object")
+    folded: dict[str, Any] = {}
+    for key, item in value:
+        lower = key.lower()
+        if lower in folded:
+            raise Denied(f"duplicate key {key!r} in {where}")
+        if lower not in known:
+            raise Denied(f"unknown key {key!r} in {where}")
+        folded[lower] = item
+    return folded
+
+
+def mapping(value: Any, where: str) -> dict[str, Any]:
+    """A Go map: keys as written, duplicates denied (Go would keep the last)."""
+    if value is None:
+        return {}
+    if not isinstance(value, _Pairs):
+        raise Denied(f"{where} must be an object")
+    result: dict[str, Any] = {}
+    for key, item in value:
+        if key in result:
+            raise Denied(f"duplicate key {key!r} in {where}")
+        result[key] = item
+    return result
+
+
+def flag(value: Any, where: str) -> bool:
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise Denied(f"{where} must be true or false")
+
+
+def text(value: Any, where: str) -> str:
+    if value is None or isinstance(value, str):
+        return value or ""
+    raise Denied(f"{where} must be a string")
+
+
+def texts(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise Denied(f"{where} must be a list of strings")
+    return value
+
+
+def items(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise Denied(f"{where} must be a list")
+    return value
+
+
+def _fields(names: str) -> frozenset[str]:
+    return frozenset(name.lower() for name in names.split())
+
+
+CONFIG_FIELDS = _fields("""
+    Hostname Domainname User AttachStdin AttachStdout AttachStderr ExposedPorts Tty OpenStdin
+    StdinOnce Env Cmd Healthcheck ArgsEscaped Image Volumes WorkingDir Entrypoint
+    NetworkDisabled MacAddress OnBuild Labels StopSignal StopTimeout Shell
+    HostConfig NetworkingConfig""")
+RESOURCE_FIELDS = _fields("""
+    CpuShares Memory NanoCpus CgroupParent BlkioWeight BlkioWeightDevice BlkioDeviceReadBps
+    BlkioDeviceWriteBps BlkioDeviceReadIOps BlkioDeviceWriteIOps CpuPeriod CpuQuota
+    CpuRealtimePeriod CpuRealtimeRuntime CpusetCpus CpusetMems Devices DeviceCgroupRules
+    DeviceRequests KernelMemory KernelMemoryTCP MemoryReservation MemorySwap
+    MemorySwappiness OomKillDisable PidsLimit Ulimits CpuCount CpuPercent IOMaximumIOps
+    IOMaximumBandwidth""")
+HOST_CONFIG_FIELDS = RESOURCE_FIELDS | _fields("""
+    Binds ContainerIDFile LogConfig NetworkMode PortBindings RestartPolicy AutoRemove
+    VolumeDriver VolumesFrom Mounts CapAdd CapDrop CgroupnsMode Dns DnsOptions DnsSearch
+    ExtraHosts GroupAdd IpcMode Cgroup Links OomScoreAdj PidMode Privileged PublishAllPorts
+    ReadonlyRootfs SecurityOpt StorageOpt Tmpfs UTSMode UsernsMode ShmSize Sysctls Runtime
+    ConsoleSize Isolation MaskedPaths ReadonlyPaths Init Annotations""")
+UPDATE_FIELDS = RESOURCE_FIELDS | _fields("RestartPolicy")
+MOUNT_FIELDS = _fields(
+    "Type Source Target ReadOnly Consistency BindOptions VolumeOptions TmpfsOptions"
+)
+BIND_OPTION_FIELDS = _fields("Propagation NonRecursive CreateMountpoint")
+VOLUME_OPTION_FIELDS = _fields("NoCopy Labels DriverConfig")
+DRIVER_CONFIG_FIELDS = _fields("Name Options")
+TMPFS_OPTION_FIELDS = _fields("SizeBytes Mode")
+LOG_CONFIG_FIELDS = _fields("Type Config")
+PORT_BINDING_FIELDS = _fields("HostIp HostPort")
+EXEC_FIELDS = _fields("""
+    AttachStdin AttachStdout AttachStderr Detach DetachKeys Tty Env Cmd Privileged User WorkingDir
+    ConsoleSize""")
+NETWORK_FIELDS = _fields("""
+    Name CheckDuplicate Driver Scope EnableIPv6 IPAM Internal Attachable Ingress ConfigOnly
+    ConfigFrom Options Labels""")
+IPAM_FIELDS = _fields("Driver Config Options")
+IPAM_CONFIG_FIELDS = _fields("Subnet IPRange Gateway AuxiliaryAddresses")
+NETWORKING_FIELDS = _fields("EndpointsConfig")
+VOLUME_FIELDS = _fields("Name Driver DriverOpts Labels")
+
+# Network options that only tune the tenant's own bridge network.
+NETWORK_OPTIONS = frozenset({
+    "com.docker.network.driver.mtu", "com.docker.network.bridge.enable_icc",
+    "com.docker.network.bridge.enable_ip_masquerade",
+    "com.docker.network.bridge.host_binding_ipv4",
+    "com.docker.network.container_iface_prefix",
+})  # fmt: skip
+TMPFS_VOLUME_OPTIONS = re.compile(
+    r"^(size=\d+[kmgKMG%]?|nr_inodes=\d+[kmgKMG]?|mode=[0-7]{3,4}|uid=\d+|gid=\d+|"
+    r"noexec|nosuid|nodev|ro|rw)$"
+)
+NAMESPACE_MODES = {  # HostConfig key -> what the CLI flag is called
+    "pidmode": "--pid", "networkmode": "--network", "ipcmode": "--ipc", "utsmode": "--uts",
+    "cgroupnsmode": "--cgroupns", "usernsmode": "--userns",
+}  # fmt: skip
+
+# -- the request --------------------------------------------------------------------------
+
+_VERSION = re.compile(r"^/v[0-9][0-9.]*(?=/)")
+
+
+def normalise(uri: str) -> tuple[str, dict[str, list[str]]]:
+    """(path, query) the way Docker's router sees them: decoded, cleaned, unversioned."""
+    parts = urllib.parse.urlsplit(uri)
+    # normpath keeps a leading "//" (POSIX allows it a meaning); the router does not.
+    path = posixpath.normpath("/" + urllib.parse.unquote(parts.path).lstrip("/"))
+    path = _VERSION.sub("", path, count=1)
+    return path, urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+
+
+def _body(request: dict[str, Any], endpoint: str) -> Any:
+    encoded = request.get("RequestBody")
+    if not encoded:
+        raise Denied(
+            f"{endpoint} without a body the plugin can read (empty, chunked or over 1 MiB)"
+        )
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (ValueError, TypeError):
+        raise Denied("request body is not valid base64") from None
+    return parse_json(raw)
+
+
+def authorize(request: dict[str, Any], rules: Rules, tenant: Tenant, resolve: Resolve) -> Decision:
+    try:
+        method = str(request.get("RequestMethod", "")).upper()
+        path, query = normalise(str(request.get("RequestUri", "")))
+        _check(method, path, query, request, rules, tenant, resolve)
+    except Denied as denied:
+        return False, f"dtenant: {denied.reason}"
+    return True, ""
+
+
+# Write endpoints a tenant may use; those with a checker get their request examined.
+Checker = Callable[[dict[str, Any], dict[str, list[str]], Rules, Tenant, Resolve], None]
+
+
+def _check(
+    method: str, path: str, query: dict[str, list[str]], request: dict[str, Any],
+    rules: Rules, tenant: Tenant, resolve: Resolve,
+) -> None:  # fmt: skip
+    if method in ("GET", "HEAD"):
+        return
+    for pattern, methods, checker in ENDPOINTS:
+        if method in methods and pattern.match(path):
+            if checker is not None:
+                checker(request, query, rules, tenant, resolve)
+            return
+    for prefix, what in FORBIDDEN:
+        if path == prefix or path.startswith(prefix + "/"):
+            raise Denied(f"{what} is not available to tenants")
+    raise Denied(f"{method} {path} is not an endpoint tenants may use")
+
+
+# -- containers ---------------------------------------------------------------------------
+
+
+def _container_create(request: dict[str, Any], _q: Any, rules: Rules, tenant: Tenant,
+                      resolve: Resolve) -> None:  # fmt: skip
+    body = struct(_body(request, "container create"), "the container config", CONFIG_FIELDS)
+    host = struct(body.get("hostconfig"), "HostConfig", HOST_CONFIG_FIELDS)
+    _host_config(host, rules, tenant, resolve)
+    networking = struct(body.get("networkingconfig"), "NetworkingConfig", NETWORKING_FIELDS)
+    for name in mapping(networking.get("endpointsconfig"), "EndpointsConfig"):
+        if name == "host":
+            raise Denied("the host network (--network=host) is not allowed")
+
+
+def _host_config(host: dict[str, Any], rules: Rules, tenant: Tenant, resolve: Resolve) -> None:
+    if flag(host.get("privileged"), "Privileged"):
+        raise Denied("privileged containers (--privileged) are not allowed")
+    for key, option in NAMESPACE_MODES.items():
+        if text(host.get(key), key) == "host":
+            raise Denied(f"the host's namespace ({option}=host) is not allowed")
+    if text(host.get("cgroup"), "Cgroup") and not text(host.get("cgroup"), "Cgroup").startswith(
+        "container:"
+    ):
+        raise Denied("joining a cgroup other than a container's is not allowed")
+    _resources(host)
+    for entry in texts(host.get("binds"), "Binds"):
+        _bind_entry(entry, tenant, resolve)
+    for index, mount in enumerate(items(host.get("mounts"), "Mounts")):
+        _mount(struct(mount, f"Mounts[{index}]", MOUNT_FIELDS), tenant, resolve)
+    driver = text(host.get("volumedriver"), "VolumeDriver")
+    if driver not in ("", "local"):
+        raise Denied(f"volume driver {driver!r} is not allowed (only local)")
+    _capabilities(texts(host.get("capadd"), "CapAdd"), rules)
+    _security_options(texts(host.get("securityopt"), "SecurityOpt"))
+    for key, option in (("maskedpaths", "MaskedPaths"), ("readonlypaths", "ReadonlyPaths")):
+        if host.get(key) is not None:
+            raise Denied(f"changing {option} (--security-opt systempaths=unconfined) is not "
+                         "allowed")  # fmt: skip
+    runtime = text(host.get("runtime"), "Runtime")
+    if runtime not in ("", "runc"):
+        raise Denied(f"runtime {runtime!r} is not allowed")
+    isolation = text(host.get("isolation"), "Isolation")
+    if isolation not in ("", "default"):
+        raise Denied(f"isolation {isolation!r} is not allowed")
+    _ports(mapping(host.get("portbindings"), "PortBindings"), rules)
+    log = struct(host.get("logconfig"), "LogConfig", LOG_CONFIG_FIELDS)
+    mapping(log.get("config"), "LogConfig.Config")
+    log_driver = text(log.get("type"), "LogConfig.Type")
+    if log_driver and log_driver not in rules.log_drivers:
+        raise Denied(f"log driver {log_driver!r} is not allowed (allowed: "
+                     f"{', '.join(rules.log_drivers)})")  # fmt: skip
+
+
+def _resources(resources: dict[str, Any], *, rules: Rules | None = None) -> None:
+    if items(resources.get("devices"), "Devices"):
+        raise Denied("host devices (--device) are not allowed")
+    if texts(resources.get("devicecgrouprules"), "DeviceCgroupRules"):
+        raise Denied("device cgroup rules (--device-cgroup-rule) are not allowed")
+    if items(resources.get("devicerequests"), "DeviceRequests") and not (
+        rules and rules.allow_device_requests
+    ):
+        raise Denied("device requests (--gpus) are not allowed")
+    if text(resources.get("cgroupparent"), "CgroupParent"):
+        raise Denied("choosing the cgroup parent (--cgroup-parent) is not allowed")
+    if flag(resources.get("oomkilldisable"), "OomKillDisable"):
+        raise Denied("disabling the OOM killer (--oom-kill-disable) is not allowed")
+
+
+def _capabilities(added: list[str], rules: Rules) -> None:
+    allowed = {c.upper() for c in rules.allowed_capabilities}
+    for capability in added:
+        name = capability.upper().removeprefix("CAP_")
+        if name == "ALL" or name not in allowed:
+            raise Denied(f"capability {capability} (--cap-add) is not allowed")
+
+
+def _security_options(options: list[str]) -> None:
+    for option in options:
+        key, _, value = option.replace(":", "=", 1).partition("=")
+        key, value = key.strip().lower(), value.strip().lower()
+        if key == "no-new-privileges" and value in ("", "true"):
+            continue
+        raise Denied(f"security option {option!r} is not allowed")
+
+
+def _ports(bindings: dict[str, Any], rules: Rules) -> None:
+    for port, hosts in bindings.items():
+        for index, binding in enumerate(items(hosts, f"PortBindings[{port}]")):
+            host = struct(binding, f"PortBindings[{port}][{index}]", PORT_BINDING_FIELDS)
+            host_port = text(host.get("hostport"), "HostPort")
+            if not host_port:
+                continue  # a port of the daemon's choosing: ephemeral
+            low = host_port.split("-", 1)[0]
+            if not low.isdigit():
+                raise Denied(f"host port {host_port!r} is not a number")
+            if int(low) < rules.min_host_port:
+                raise Denied(f"publishing host port {host_port} is not allowed: ports below "
+                             f"{rules.min_host_port} belong to the host")  # fmt: skip
+
+
+def _bind_entry(entry: str, tenant: Tenant, resolve: Resolve) -> None:
+    source = entry.split(":", 1)[0]
+    if source.startswith("/"):
+        _bind_source(source, tenant, resolve)
+    elif not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]+", source):
+        raise Denied(f"bind {entry!r}: a volume name or an absolute path is needed")
+
+
+def _bind_source(source: str, tenant: Tenant, resolve: Resolve) -> None:
+    if not source.startswith("/"):
+        raise Denied(f"bind source {source!r} must be an absolute path")
+    try:
+        # Cleaned first, as Docker cleans it: "/home/alice/../bob" is /home/bob.
+        real = resolve(posixpath.normpath(source))
+    except OSError as exc:
+        raise Denied(f"bind source {source}: cannot be resolved ({exc.strerror})") from None
+    for root in tenant.bind_roots:
+        if real == root or real.startswith(root.rstrip("/") + "/"):
+            return
+    shown = source if real == source else f"{source} (really {real})"
+    raise Denied(f"bind mount of {shown} is not allowed: only paths under "
+                 f"{', '.join(tenant.bind_roots)}")  # fmt: skip
+
+
+def _mount(mount: dict[str, Any], tenant: Tenant, resolve: Resolve) -> None:
+    kind = text(mount.get("type"), "Mount.Type")
+    if kind == "bind":
+        _bind_source(text(mount.get("source"), "Mount.Source"), tenant, resolve)
+        options = struct(mount.get("bindoptions"), "BindOptions", BIND_OPTION_FIELDS)
+        propagation = text(options.get("propagation"), "Propagation")
+        if propagation in ("shared", "rshared"):
+            raise Denied(f"bind propagation {propagation!r} is not allowed")
+    elif kind == "volume":
+        volume = struct(mount.get("volumeoptions"), "VolumeOptions", VOLUME_OPTION_FIELDS)
+        driver = struct(volume.get("driverconfig"), "DriverConfig", DRIVER_CONFIG_FIELDS)
+        _volume_driver(text(driver.get("name"), "DriverConfig.Name"),
+                       mapping(driver.get("options"), "DriverConfig.Options"))  # fmt: skip
+    elif kind == "tmpfs":
+        struct(mount.get("tmpfsoptions"), "TmpfsOptions", TMPFS_OPTION_FIELDS)
+    else:
+        raise Denied(f"mount type {kind!r} is not allowed")
+
+
+def _container_update(request: dict[str, Any], _q: Any, rules: Rules, _t: Tenant,
+                      _r: Resolve) -> None:  # fmt: skip
+    _resources(struct(_body(request, "container update"), "the update", UPDATE_FIELDS),
+               rules=rules)  # fmt: skip
+
+
+def _container_start(request: dict[str, Any], *_: Any) -> None:
+    if request.get("RequestBody") and _body(request, "container start") not in (None, _Pairs()):
+        raise Denied("a host config at container start is not allowed")
+
+
+def _exec_create(request: dict[str, Any], *_: Any) -> None:
+    body = struct(_body(request, "exec create"), "the exec config", EXEC_FIELDS)
+    if flag(body.get("privileged"), "Privileged"):
+        raise Denied("privileged exec (docker exec --privileged) is not allowed")
+
+
+# -- volumes, networks, builds ----------------------------------------------------------------
+
+
+def _volume_driver(driver: str, options: dict[str, Any]) -> None:
+    if driver not in ("", "local"):
+        raise Denied(f"volume driver {driver!r} is not allowed (only local)")
+    if not options:
+        return
+    kind, device, mount_options = (str(options.get(k, "")) for k in ("type", "device", "o"))
+    unknown = set(options) - {"type", "device", "o"}
+    safe = (
+        not unknown and kind == "tmpfs" and device in ("", "tmpfs")
+        and all(TMPFS_VOLUME_OPTIONS.match(o) for o in mount_options.split(",") if o)
+    )  # fmt: skip
+    if not safe:
+        shown = ",".join(f"{k}={v}" for k, v in options.items())
+        raise Denied(f"volume driver options {shown} are not allowed: the daemon would mount "
+                     "host paths or devices (only type=tmpfs volumes may be tuned)")  # fmt: skip
+
+
+def _volume_create(request: dict[str, Any], *_: Any) -> None:
+    body = struct(_body(request, "volume create"), "the volume config", VOLUME_FIELDS)
+    _volume_driver(
+        text(body.get("driver"), "Driver"), mapping(body.get("driveropts"), "DriverOpts")
+    )
+
+
+def _network_create(request: dict[str, Any], _q: Any, _rules: Rules, tenant: Tenant,
+                    _r: Resolve) -> None:  # fmt: skip
+    body = struct(_body(request, "network create"), "the network config", NETWORK_FIELDS)
+    driver = text(body.get("driver"), "Driver")
+    if driver not in ("", "bridge"):
+        raise Denied(f"network driver {driver!r} is not allowed (only bridge)")
+    if text(body.get("scope"), "Scope") not in ("", "local"):
+        raise Denied("swarm-scoped networks are not allowed")
+    if flag(body.get("ingress"), "Ingress"):
+        raise Denied("ingress networks are not allowed")
+    if flag(body.get("enableipv6"), "EnableIPv6"):
+        raise Denied("IPv6 networks are not supported for tenants")
+    for key in mapping(body.get("options"), "Options"):
+        if key not in NETWORK_OPTIONS:
+            raise Denied(f"network option {key!r} is not allowed (a bridge name or parent "
+                         "interface of its own would reach beyond the tenant)")  # fmt: skip
+    ipam = struct(body.get("ipam"), "IPAM", IPAM_FIELDS)
+    if text(ipam.get("driver"), "IPAM.Driver") not in ("", "default"):
+        raise Denied("IPAM drivers other than default are not allowed")
+    pool = ipaddress.ip_network(tenant.networks_pool)
+    for index, entry in enumerate(items(ipam.get("config"), "IPAM.Config")):
+        config = struct(entry, f"IPAM.Config[{index}]", IPAM_CONFIG_FIELDS)
+        for key in ("subnet", "iprange"):
+            value = text(config.get(key), key)
+            if not value:
+                continue
+            try:
+                network = ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise Denied(f"{key} {value!r} is not a network") from None
+            if network.version != pool.version or not network.subnet_of(pool):  # type: ignore[arg-type]
+                raise Denied(f"subnet {value} is outside this tenant's range {pool}")
+
+
+def _build(_request: dict[str, Any], query: dict[str, list[str]], *_: Any) -> None:
+    network = query.get("networkmode", [""])[-1]
+    if network == "host":
+        raise Denied("builds with the host network (--network=host) are not allowed")
+    if any(query.get("cgroupparent", [])):
+        raise Denied("choosing the cgroup parent of a build is not allowed")
+    isolation = query.get("isolation", [""])[-1]
+    if isolation not in ("", "default"):
+        raise Denied(f"build isolation {isolation!r} is not allowed")
+
+
+def _p(pattern: str) -> re.Pattern[str]:
+    return re.compile(f"^{pattern}$")
+
+
+WRITE, DELETE = frozenset({"POST", "PUT"}), frozenset({"DELETE"})
+ENDPOINTS: list[tuple[re.Pattern[str], frozenset[str], Checker | None]] = [
+    (_p("/containers/create"), WRITE, _container_create),
+    (_p("/containers/[^/]+/update"), WRITE, _container_update),
+    (_p("/containers/[^/]+/start"), WRITE, _container_start),
+    (_p("/containers/[^/]+/exec"), WRITE, _exec_create),
+    (_p("/containers/[^/]+/(stop|restart|kill|pause|unpause|rename|resize|attach|wait)"),
+     WRITE, None),
+    (_p("/containers/[^/]+/archive"), WRITE, None),
+    (_p("/containers/prune"), WRITE, None),
+    (_p("/containers/[^/]+"), DELETE, None),
+    (_p("/exec/[^/]+/(start|resize)"), WRITE, None),
+    (_p("/images/(create|load|prune)"), WRITE, None),
+    (_p("/images/.+/(push|tag)"), WRITE, None),
+    (_p("/images/.+"), DELETE, None),
+    (_p("/commit"), WRITE, None),
+    (_p("/build"), WRITE, _build),
+    (_p("/build/(prune|cancel)"), WRITE, None),
+    (_p("/volumes/create"), WRITE, _volume_create),
+    (_p("/volumes/prune"), WRITE, None),
+    (_p("/volumes/[^/]+"), DELETE, None),
+    (_p("/networks/create"), WRITE, _network_create),
+    (_p("/networks/[^/]+/(connect|disconnect)"), WRITE, None),
+    (_p("/networks/prune"), WRITE, None),
+    (_p("/networks/[^/]+"), DELETE, None),
+    (_p("/(session|grpc|auth)"), WRITE, None),
+]  # fmt: skip
+FORBIDDEN = [
+    ("/plugins", "managing plugins"),
+    ("/swarm", "swarm mode"), ("/services", "swarm mode"), ("/nodes", "swarm mode"),
+    ("/secrets", "swarm mode"), ("/configs", "swarm mode"), ("/tasks", "swarm mode"),
+]  # fmt: skip

@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from dtenant_session import policy
+
+TENANT = policy.Tenant("alice", "/home/alice", "10.128.16.0/20", ("/home/alice", "/scratch/alice"))
+RULES = policy.Rules()
+LINKS = {"/home/alice/etc-link": "/etc", "/home/alice/ok-link": "/home/alice/data"}
+
+
+def resolve(path: str) -> str:
+    for link, target in LINKS.items():
+        if path == link or path.startswith(link + "/"):
+            return target + path[len(link) :]
+    return path
+
+
+def request(method: str, uri: str, body: Any = None, raw: bytes | None = None) -> dict[str, Any]:
+    req: dict[str, Any] = {"RequestMethod": method, "RequestUri": uri,
+                           "RequestHeaders": {"Content-Type": "application/json"}}  # fmt: skip
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    if data is not None:
+        req["RequestBody"] = base64.b64encode(data).decode()
+    return req
+
+
+def decide(req: dict[str, Any]) -> tuple[bool, str]:
+    return policy.authorize(req, RULES, TENANT, resolve)
+
+
+def create(host: dict[str, Any] | None = None, **config: Any) -> dict[str, Any]:
+    body = {"Image": "busybox", **config}
+    if host is not None:
+        body["HostConfig"] = host
+    return request("POST", "/v1.41/containers/create?name=x", body)
+
+
+def denied(req: dict[str, Any], *words: str) -> None:
+    allowed, message = decide(req)
+    assert not allowed, message
+    for word in words:
+        assert word in message, message
+
+
+def test_everyday_requests_are_allowed() -> None:
+    for req in [
+        create(),
+        create({"Binds": ["/home/alice/src:/src:ro", "myvolume:/data"],
+                "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]},
+                "CapAdd": ["NET_ADMIN"], "SecurityOpt": ["no-new-privileges"],
+                "Mounts": [{"Type": "tmpfs", "Target": "/tmp"},
+                           {"Type": "bind", "Source": "/home/alice/ok-link", "Target": "/x"}],
+                "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m"}}}),
+        request("POST", "/v1.41/containers/abc/exec", {"Cmd": ["sh"], "Detach": False}),
+        request("POST", "/v1.41/networks/create", {"Name": "n", "IPAM": {"Config": [
+            {"Subnet": "10.128.17.0/24"}]}}),
+        request("POST", "/v1.41/volumes/create", {"Name": "v"}),
+        request("POST", "/v1.41/volumes/create", {"Name": "t", "DriverOpts": {
+            "type": "tmpfs", "device": "tmpfs", "o": "size=100m,uid=1000"}}),
+        request("POST", "/v1.41/build?t=x&networkmode=default"),
+        request("GET", "/v1.41/containers/json"),
+        request("DELETE", "/v1.41/images/library/busybox:latest"),
+        request("POST", "/v1.41/images/library/busybox/tag?repo=x"),
+        request("POST", "/v1.41/containers/abc/start"),
+        request("HEAD", "/_ping"),
+    ]:  # fmt: skip
+        assert decide(req) == (True, ""), req
+
+
+@pytest.mark.parametrize(
+    ("host", "words"),
+    [
+        ({"Privileged": True}, ["--privileged"]),
+        ({"UsernsMode": "host"}, ["--userns=host"]),
+        ({"PidMode": "host"}, ["--pid=host"]),
+        ({"NetworkMode": "host"}, ["--network=host"]),
+        ({"IpcMode": "host"}, ["--ipc=host"]),
+        ({"UTSMode": "host"}, ["--uts=host"]),
+        ({"CgroupnsMode": "host"}, ["--cgroupns=host"]),
+        ({"Binds": ["/:/host"]}, ["bind mount of /"]),
+        ({"Binds": ["/etc:/x"]}, ["/etc"]),
+        ({"Binds": ["/home/bob:/x"]}, ["/home/bob"]),
+        ({"Binds": ["/home/alice/etc-link:/x"]}, ["really /etc"]),
+        ({"Binds": ["/home/alice/../bob:/x"]}, ["/home/bob"]),
+        ({"Mounts": [{"Type": "bind", "Source": "/var/run", "Target": "/x"}]}, ["/var/run"]),
+        ({"Mounts": [{"Type": "volume", "Target": "/x", "VolumeOptions": {"DriverConfig": {
+            "Name": "local", "Options": {"type": "none", "o": "bind", "device": "/"}}}}]},
+         ["driver options"]),
+        ({"CapAdd": ["SYS_ADMIN"]}, ["SYS_ADMIN"]),
+        ({"CapAdd": ["ALL"]}, ["ALL"]),
+        ({"Devices": [{"PathOnHost": "/dev/sda", "PathInContainer": "/dev/sda",
+                       "CgroupPermissions": "rwm"}]}, ["--device"]),
+        ({"DeviceCgroupRules": ["b 8:* rmw"]}, ["--device-cgroup-rule"]),
+        ({"SecurityOpt": ["seccomp=unconfined"]}, ["seccomp"]),
+        ({"SecurityOpt": ["apparmor=unconfined"]}, ["apparmor"]),
+        ({"SecurityOpt": ["no-new-privileges=false"]}, ["no-new-privileges"]),
+        ({"MaskedPaths": [], "ReadonlyPaths": []}, ["systempaths"]),
+        ({"CgroupParent": "/"}, ["--cgroup-parent"]),
+        ({"Runtime": "io.containerd.runc.v1"}, ["runtime"]),
+        ({"PortBindings": {"22/tcp": [{"HostPort": "22"}]}}, ["port 22"]),
+        ({"LogConfig": {"Type": "syslog", "Config": {}}}, ["log driver"]),
+        ({"VolumeDriver": "sshfs"}, ["volume driver"]),
+        ({"Privileged": "true"}, ["true or false"]),
+    ],
+)  # fmt: skip
+def test_escape_vectors_are_denied(host: dict[str, Any], words: list[str]) -> None:
+    denied(create(host), *words)
+
+
+def test_struct_keys_fold_like_go_and_duplicates_are_denied() -> None:
+    lower = {"image": "busybox", "hostconfig": {"privileged": True}}
+    denied(request("POST", "/v1.41/containers/create", lower), "--privileged")
+    duplicate = b'{"Image": "busybox", "HostConfig": {"Privileged": false, "Privileged": true}}'
+    denied(request("POST", "/v1.41/containers/create", raw=duplicate), "duplicate key")
+    folded = b'{"Image": "busybox", "HostConfig": {"Privileged": false, "privileged": true}}'
+    denied(request("POST", "/v1.41/containers/create", raw=folded), "duplicate key")
+    denied(create(Unknown=1), "unknown key")
+
+
+def test_bodies_the_plugin_cannot_see_are_denied() -> None:
+    denied(request("POST", "/v1.41/containers/create"), "without a body")
+    denied(request("POST", "/v1.41/containers/create", raw=b"not json"), "not valid JSON")
+    denied(request("POST", "/v1.41/containers/create", raw=b"[1]"), "must be an object")
+    denied(request("POST", "/v1.41/containers/abc/exec"), "without a body")
+
+
+def test_paths_are_normalised_like_the_router() -> None:
+    denied(request("POST", "//v1.41//containers/./create", {"HostConfig": {"Privileged": True}}),
+           "--privileged")  # fmt: skip
+    denied(request("POST", "/v1.41/containers%2Fcreate", {"HostConfig": {"Privileged": True}}),
+           "--privileged")  # fmt: skip
+    denied(request("POST", "/containers/create", {"HostConfig": {"Privileged": True}}),
+           "--privileged")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("req", "words"),
+    [
+        (request("POST", "/v1.41/containers/abc/exec", {"Cmd": ["sh"], "Privileged": True}),
+         ["docker exec --privileged"]),
+        (request("POST", "/v1.41/plugins/pull?remote=vieux/sshfs", []), ["plugins"]),
+        (request("POST", "/v1.41/swarm/init", {}), ["swarm"]),
+        (request("POST", "/v1.41/services/create", {}), ["swarm"]),
+        (request("POST", "/v1.41/networks/create", {"Name": "m", "Driver": "macvlan",
+                                                    "Options": {"parent": "eth0"}}), ["macvlan"]),
+        (request("POST", "/v1.41/networks/create", {"Name": "b", "Options": {
+            "com.docker.network.bridge.name": "dtenant2"}}), ["bridge.name"]),
+        (request("POST", "/v1.41/networks/create", {"Name": "s", "IPAM": {"Config": [
+            {"Subnet": "10.96.1.0/24"}]}}), ["outside this tenant's range"]),
+        (request("POST", "/v1.41/volumes/create", {"Name": "v", "DriverOpts": {
+            "type": "none", "o": "bind", "device": "/"}}), ["driver options"]),
+        (request("POST", "/v1.41/volumes/create", {"Name": "v", "Driver": "sshfs"}),
+         ["volume driver"]),
+        (request("POST", "/v1.41/build?networkmode=host"), ["host network"]),
+        (request("POST", "/v1.41/build?cgroupparent=/"), ["cgroup parent"]),
+        (request("POST", "/v1.41/containers/abc/update", {"Devices": [{}]}), ["--device"]),
+        (request("POST", "/v1.41/containers/abc/start", {"Privileged": True}), ["host config"]),
+        (request("POST", "/v1.41/something/new", {}), ["not an endpoint"]),
+    ],
+)  # fmt: skip
+def test_other_endpoints(req: dict[str, Any], words: list[str]) -> None:
+    denied(req, *words)
