@@ -1,0 +1,49 @@
+"""Raw Docker API requests over the caller's own socket, for the policy tests.
+
+Run as a tenant (over SSH): `python3 rawapi.py CASE`; prints the HTTP status and body.
+Each case is a way the docker CLI would never send a request, but an attacker could.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+PRIVILEGED = b'{"Image": "dtenant/busybox", "HostConfig": {"Privileged": true}}'
+CASES = {
+    "lowercase": ("application/json", b'{"image": "dtenant/busybox", "hostconfig": '
+                  b'{"privileged": true}}', "length"),
+    "duplicate": ("application/json", b'{"Image": "dtenant/busybox", "HostConfig": '
+                  b'{"Privileged": false, "Privileged": true}}', "length"),
+    "charset": ("application/json; charset=utf-8", PRIVILEGED, "length"),
+    "chunked": ("application/json", PRIVILEGED, "chunked"),
+    "zero-length": ("application/json", b"", "length"),
+    "lowercase-bind": ("application/json", b'{"image": "dtenant/busybox", "hostconfig": '
+                       b'{"binds": ["/:/host"]}}', "length"),
+}  # fmt: skip
+
+
+def send(case: str) -> str:
+    content_type, body, framing = CASES[case]
+    path = f"/run/docker-{os.environ['USER']}.sock"
+    head = (f"POST /v1.41/containers/create HTTP/1.1\r\nHost: docker\r\n"
+            f"Content-Type: {content_type}\r\nConnection: close\r\n")  # fmt: skip
+    if framing == "chunked":
+        payload = (head + "Transfer-Encoding: chunked\r\n\r\n").encode()
+        payload += f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    else:
+        payload = (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.connect(path)
+        connection.sendall(payload)
+        reply = b""
+        while chunk := connection.recv(65536):
+            reply += chunk
+    headers, _, content = reply.partition(b"\r\n\r\n")
+    status = headers.split(b"\r\n", 1)[0].decode()
+    return status + "\n" + content.decode(errors="replace")
+
+
+if __name__ == "__main__":
+    print(send(sys.argv[1]))
