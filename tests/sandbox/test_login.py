@@ -42,7 +42,10 @@ def test_each_account_has_its_own_daemon_and_data_root(
         user: lab.ssh(user, "docker info --format '{{.DockerRootDir}}'").stdout.strip()
         for user in tenants
     }
-    assert roots == {user: f"/var/lib/dtenant/tenants/{user}/docker" for user in tenants}
+    for user in tenants:
+        ids = lab.run(["sh", "-c", f"echo $(id -u {user}).$(id -g {user})"]).stdout.strip()
+        # userns-remap keeps a remapped daemon's state in DATA-ROOT/UID.GID
+        assert roots[user] == f"/var/lib/dtenant/tenants/{user}/docker/{ids}"
 
 
 def test_accounts_cannot_see_each_others_objects(lab: host.Lab, tenants: tuple[str, ...]) -> None:
@@ -72,7 +75,8 @@ def test_root_gets_no_docker_host(lab: host.Lab) -> None:
 
 
 def test_every_way_in_reaches_the_own_daemon(lab: host.Lab, tenants: tuple[str, ...]) -> None:
-    expected = "/var/lib/dtenant/tenants/alice/docker"
+    ids = lab.run(["sh", "-c", "echo $(id -u alice).$(id -g alice)"]).stdout.strip()
+    expected = f"/var/lib/dtenant/tenants/alice/docker/{ids}"
     fmt = "--format '{{.DockerRootDir}}'"
     non_interactive = lab.ssh("alice", f"docker info {fmt}").stdout.strip()
     interactive = lab.ssh("alice", f"docker info {fmt}", tty=True).stdout.strip()
