@@ -62,6 +62,12 @@ def run_demo(lab: host.Lab) -> None:
     as_user(lab, "bob", f"docker run --rm {testimage.IMAGE} sh -c "
             f"'timeout 3 wget -qO- http://{ip}:80/ || echo blocked'")  # fmt: skip
 
+    say("a rootful daemon, yet no way to root: the policy and user namespaces")
+    as_user(lab, "alice", f"docker run --rm --privileged {testimage.IMAGE} true")
+    as_user(lab, "alice", f"docker run --rm -v /:/host {testimage.IMAGE} true")
+    touch = f"docker run --rm -v $HOME:/home {testimage.IMAGE} touch /home/made-by-root"
+    as_user(lab, "alice", f"{touch} && ls -l ~/made-by-root")
+
     say("what the administrator sees: dtenant status")
     show(lab.run(["dtenant", "status"]).stdout)
 
