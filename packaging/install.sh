@@ -41,6 +41,7 @@ done
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     /usr/lib/systemd/systemd-sysctl /usr/lib/sysctl.d/60-dtenant.conf || true
+    systemd-tmpfiles --create /usr/lib/tmpfiles.d/dtenant.conf
     systemctl enable --quiet systemd-networkd.service dtenant-firewall.service dtenant-reap.timer
     systemctl restart systemd-networkd.service   # reads networkd.conf.d only at start
     systemctl start dtenant-firewall.service dtenant-reap.timer

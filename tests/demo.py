@@ -10,6 +10,7 @@ from typing import Any
 from dtenant_session import testimage
 from dtenant_session.errors import DtenantError
 from dtenant_session.lab import host
+from tests.sandbox.conftest import install
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ def as_user(lab: host.Lab, user: str, script: str, **kwargs: Any) -> None:
     show(result.stdout + result.stderr)
 
 
-def run_demo(lab: host.Lab) -> None:
+def run_demo(lab: host.Lab, how: str) -> None:
     say("systemd in the lab")
     show(lab.run(["systemctl", "is-system-running"], check=False).stdout)
     units = ["systemd-journald", "dbus", "systemd-logind", "systemd-udevd",
@@ -37,8 +38,11 @@ def run_demo(lab: host.Lab) -> None:
     states = lab.run(["systemctl", "is-active", *units], check=False).stdout.split()
     show("   ".join(f"{u}: {s}" for u, s in zip(units, states, strict=True)))
 
-    say("installing dtenant from this checkout (packaging/install.sh)")
-    lab.run([str(CHECKOUT / "packaging" / "install.sh")])
+    if how == "deb":
+        say("installing dtenant's Debian package, built from this checkout (packaging/build-deb)")
+    else:
+        say("installing dtenant from this checkout (packaging/install.sh)")
+    install(lab, how)
     show(lab.run(["dtenant", "--version"]).stdout)
 
     say("two users log in over SSH; each gets a daemon of their own, no flags needed")
@@ -76,6 +80,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--keep", action="store_true", help="leave the lab running afterwards")
     parser.add_argument("--name", default="demo")
+    parser.add_argument("--deb", action="store_true", help="install the .deb, not install.sh")
     args = parser.parse_args()
     try:
         say(f"booting lab {args.name!r} (a systemd host in namespaces, overlay root)")
@@ -84,7 +89,7 @@ def main() -> int:
             f"booted in {lab.record.boot_seconds:.1f} s (systemd is PID {lab.pid} on this machine)"
         )
         try:
-            run_demo(lab)
+            run_demo(lab, "deb" if args.deb else "script")
         finally:
             if not args.keep:
                 say("tearing the lab down")

@@ -128,7 +128,17 @@ class CopyDevice:
         os.chmod(self.target, stat.S_IMODE(st.st_mode))
 
 
-Step = MakeDirs | Mount | Bind | Symlink | WriteFile | CopyDevice
+@dataclass(frozen=True)
+class Remove:
+    """Delete a file from the lab's root (a whiteout in the overlay: the host keeps it)."""
+
+    path: str
+
+    def apply(self) -> None:
+        Path(self.path).unlink(missing_ok=True)
+
+
+Step = MakeDirs | Mount | Bind | Symlink | WriteFile | CopyDevice | Remove
 
 
 def boot_plan(
@@ -232,6 +242,9 @@ def _config_steps(root: str, hostname: str) -> list[Step]:
         for wants, unit in ENABLED_UNITS
     ]
     steps.append(WriteFile(f"{units}/systemd-udev-trigger.service.d/lab.conf", UDEV_TRIGGER_DROPIN))
+    # A build machine's policy-rc.d forbids starting services (it has no init); the lab
+    # has one, and packages installed in it must start theirs as on a real host.
+    steps.append(Remove(f"{root}/usr/sbin/policy-rc.d"))
     return steps
 
 

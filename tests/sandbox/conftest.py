@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dtenant_session import testimage
+from dtenant_session import command, testimage
 from dtenant_session.lab import host
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -23,9 +23,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.sandbox)
 
 
+def build_deb(version: str | None = None) -> Path:
+    """dtenant_VERSION_all.deb of this checkout, in CHECKOUT/dist (which labs can see)."""
+    argv = [str(CHECKOUT / "packaging" / "build-deb")]
+    if version:
+        argv += ["--version", version]
+    output = command.run(argv, timeout=900).stdout.strip().splitlines()
+    return Path(output[-1])
+
+
+def install(lab: host.Lab, how: str) -> None:
+    """dtenant into a lab: from the Debian package (`deb`) or with install.sh (`script`)."""
+    if how == "deb":
+        lab.run(["apt-get", "install", "-y", "-q", str(build_deb())], timeout=600)
+    else:
+        lab.run([str(CHECKOUT / "packaging" / "install.sh")])
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[host.Lab]:
-    """A booted lab with dtenant installed from this checkout and test accounts."""
+    """A booted lab with dtenant installed from this checkout and test accounts.
+
+    DTENANT_INSTALL=script installs with packaging/install.sh instead of the .deb."""
     if os.geteuid() != 0:
         pytest.fail("sandbox tests boot a lab and must run as root")
     booted = host.up(LAB_NAME, binds=[CHECKOUT])
@@ -34,7 +53,7 @@ def lab() -> Iterator[host.Lab]:
         # (10:30:100) would drop some before authentication.
         booted.run(["tee", "/etc/ssh/sshd_config.d/dtenant-lab.conf"], input="MaxStartups 100\n")
         booted.run(["systemctl", "reload", "ssh"])
-        booted.run([str(CHECKOUT / "packaging" / "install.sh")])
+        install(booted, os.environ.get("DTENANT_INSTALL", "deb"))
         booted.run(testimage.import_argv(), input=testimage.build())
         for account in ACCOUNTS:
             booted.add_account(account)
