@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
-NETWORKD_GRACE = 2.0  # seconds networkd gets to create a bridge before dtenant does
 
 
 class NetworkError(DtenantError):
@@ -68,47 +66,42 @@ def bridge_address(bridge: str) -> str | None:
     return None
 
 
-def ensure_bridge(allocation: Allocation, timeout: float) -> str:
-    """Until the bridge carries its address (dockerd reads it when it starts). networkd
-    creates it from the files; when networkd does not within NETWORKD_GRACE seconds
-    (stopped, failing, off the bus), create and address it directly: networkd adopts it
-    later since the .network file matches its name. Returns how it came to be."""
-    bridge = allocation.tenant.bridge
-    started = time.monotonic()
-    fallback_done = False
-    while True:
-        found = bridge_address(bridge)
-        if found == allocation.bridge_address:
-            return "created by dtenant (networkd did not)" if fallback_done else "by networkd"
-        elapsed = time.monotonic() - started
-        if not fallback_done and elapsed > min(NETWORKD_GRACE, timeout / 2):
-            _create_bridge(bridge, allocation.bridge_address)
-            fallback_done = True
-            continue
-        if elapsed > timeout:
-            state = f"has {found}" if found else "is missing or has no address"
-            raise NetworkError(
-                f"bridge {bridge} of {allocation.user} {state}, expected "
-                f"{allocation.bridge_address} (is systemd-networkd running?)"
-            )
-        time.sleep(0.02)
+def ensure_bridge(allocation: Allocation) -> str:
+    """The bridge exists, up, with its address (dockerd reads it when it starts).
+
+    Created here directly rather than waiting for networkd: at scale a networkd reload
+    re-reads every tenant's files, and networkd may be stopped or failing. networkd,
+    reloaded in the background, adopts the bridge (its .network file matches the name)
+    and recreates it at boot. Returns what was done."""
+    bridge, address = allocation.tenant.bridge, allocation.bridge_address
+    found = bridge_address(bridge)
+    if found == address:
+        return "present"
+    ip = command.which("ip")
+    # "File exists" is fine: networkd may be creating it at the same moment.
+    command.run([ip, "link", "add", bridge, "type", "bridge"], check=False, timeout=10)
+    command.run([ip, "addr", "replace", address, "dev", bridge], timeout=10)
+    command.run([ip, "link", "set", bridge, "up"], timeout=10)
+    found = bridge_address(bridge)
+    if found != address:
+        state = f"has {found}" if found else "is missing or has no address"
+        raise NetworkError(f"bridge {bridge} of {allocation.user} {state}, expected {address}")
+    return "created"
 
 
-def _create_bridge(bridge: str, address: str) -> None:
-    from pyroute2 import IPRoute, NetlinkError
+def link_addresses() -> dict[str, set[str]]:
+    """Every link of the host and its IPv4 addresses (ADDRESS/PREFIX), in one netlink dump;
+    for checks over all tenants, not for the login path (pyroute2 takes ~0.3 s to import)."""
+    from pyroute2 import IPRoute
 
-    ip, _, prefix = address.partition("/")
-    try:
-        with IPRoute() as netlink:
-            if not netlink.link_lookup(ifname=bridge):
-                netlink.link("add", ifname=bridge, kind="bridge")
-            (index,) = netlink.link_lookup(ifname=bridge)
-            present = {a.get_attr("IFA_ADDRESS") for a in netlink.get_addr(index=index)}
-            if ip not in present:
-                netlink.addr("add", index=index, address=ip, prefixlen=int(prefix))
-            netlink.link("set", index=index, state="up")
-    except NetlinkError as exc:
-        raise NetworkError(f"cannot create bridge {bridge} with {address}: {exc}") from None
+    with IPRoute() as netlink:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in netlink.get_links()}
+        found: dict[str, set[str]] = {name: set() for name in names.values()}
+        for address in netlink.get_addr(family=2):
+            name = names.get(address["index"])
+            if name is not None:
+                found[name].add(f"{address.get_attr('IFA_ADDRESS')}/{address['prefixlen']}")
+    return found
 
 
 def sync_firewall(allocations: Sequence[Allocation], config: Config) -> None:
@@ -117,6 +110,19 @@ def sync_firewall(allocations: Sequence[Allocation], config: Config) -> None:
     command.run([command.which("nft"), "-f", "-"], input=ruleset, timeout=30)
     _enable_forwarding()
     _accept_in_docker_user(config)
+
+
+def add_to_firewall(allocation: Allocation, everyone: Sequence[Allocation], config: Config) -> str:
+    """One tenant's ranges into the existing table (a login at scale must not rewrite
+    a thousand tenants' rules); the whole table when it is missing. Returns which."""
+    nft = command.which("nft")
+    added = command.run([nft, "-f", "-"], input=render.nft_add_tenant(allocation), check=False)
+    if added.returncode != 0:
+        sync_firewall(everyone, config)
+        return "table rebuilt"
+    _enable_forwarding()
+    _accept_in_docker_user(config)
+    return "tenant added"
 
 
 def _enable_forwarding() -> None:

@@ -29,8 +29,6 @@ from dtenant_session.config import Config
 from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation, Registry
 
-BRIDGE_TIMEOUT = 5.0
-
 
 class LockTimeout(DtenantError):
     pass
@@ -108,20 +106,16 @@ def _converge(
         outcome.steps.append(f"mapped {t.user} in {file}")
     if files.write_if_changed(t.daemon_json, render.daemon_json(allocation, config)):
         outcome.steps.append(f"wrote {t.daemon_json}")
-    network.sync_firewall(everyone, config)
-    outcome.steps.append("synced nftables table inet dtenant")
-    bridge_changed = network.write_bridge_files(allocation)
+    outcome.steps.append(f"firewall: {network.add_to_firewall(allocation, everyone, config)}")
+    if network.write_bridge_files(allocation):
+        outcome.steps.append(f"wrote networkd files for {t.bridge}")
 
     async def units(bus: systemd.Bus) -> None:
-        if bridge_changed:
-            try:
-                await bus.reload_networkd()
-                outcome.steps.append(f"networkd reloaded for {t.bridge}")
-            except systemd.BusError as exc:  # the bridge is then created directly, below
-                outcome.steps.append(f"networkd reload failed: {exc}")
+        # Not waited for: the bridge is made below; networkd adopts it when it gets there.
+        await bus.reload_networkd_later()
         await bus.enable([t.socket_unit])
         await bus.start(t.socket_unit)
 
+    outcome.steps.append(f"bridge {t.bridge}: {network.ensure_bridge(allocation)}")
     systemd.run(units, timeout=config.hook.time_limit)
     outcome.steps.append(f"{t.socket_unit} enabled and listening")
-    outcome.steps.append(f"bridge {t.bridge} {network.ensure_bridge(allocation, BRIDGE_TIMEOUT)}")

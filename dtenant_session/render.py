@@ -139,15 +139,24 @@ def pam_snippet(config: Config) -> str:
     )
 
 
+def _same_tenant_pairs(allocation: Allocation) -> list[str]:
+    ranges = (allocation.bridge_subnet, allocation.networks_pool)
+    return [f"{src} . {dst}" for src in ranges for dst in ranges]
+
+
+def nft_add_tenant(allocation: Allocation) -> str:
+    """One tenant's elements, added to dtenant's table as it stands (fails if missing)."""
+    return (
+        f"add element inet dtenant tenant_nets {{ {allocation.bridge_subnet}, "
+        f"{allocation.networks_pool} }}\n"
+        f"add element inet dtenant same_tenant {{ {', '.join(_same_tenant_pairs(allocation))} }}\n"
+    )
+
+
 def nft_ruleset(allocations: Sequence[Allocation], isolation: str) -> str:
     """dtenant's own nftables table, replaced atomically: NAT out, isolation between."""
     nets = [a.bridge_subnet for a in allocations] + [a.networks_pool for a in allocations]
-    same = [
-        f"{src} . {dst}"
-        for a in allocations
-        for src in (a.bridge_subnet, a.networks_pool)
-        for dst in (a.bridge_subnet, a.networks_pool)
-    ]
+    same = [pair for a in allocations for pair in _same_tenant_pairs(a)]
     nets_elements = f"elements = {{ {', '.join(nets)} }}" if nets else ""
     same_elements = f"elements = {{ {', '.join(same)} }}" if same else ""
     isolate = (

@@ -418,8 +418,8 @@ def main_before_start(argv: list[str]) -> int:
     return 1 if findings else 0
 
 
-def check_consistency(allocation: Any, config: Any) -> list[Finding]:
-    """Registry, generated files and units agree for one tenant."""
+def check_consistency(allocation: Any, config: Any, links: dict[str, set[str]]) -> list[Finding]:
+    """Registry, generated files, units and the bridge agree for one tenant."""
     from dtenant_session import render
 
     t = allocation.tenant
@@ -445,6 +445,11 @@ def check_consistency(allocation: Any, config: Any) -> list[Finding]:
                     advice=f"run `dtenant provision {t.user}`",
                 )
             )
+    if allocation.bridge_address not in links.get(t.bridge, set()):
+        state = "is missing" if t.bridge not in links else "lacks its address"
+        findings.append(Finding(t.user, "network",
+                                f"bridge {t.bridge} {state} ({allocation.bridge_address})",
+                                advice=f"run `dtenant provision {t.user}`"))  # fmt: skip
     wants = f"/etc/systemd/system/sockets.target.wants/{t.socket_unit}"
     if not os.path.lexists(wants):
         findings.append(
@@ -498,8 +503,11 @@ def verify_all(config: Any, only: str | None = None) -> Report:
             allocations = registry.all()
     except RegistryError as exc:
         raise CannotCheck(str(exc)) from None
+    from dtenant_session import network
+
     report = Report()
     mounts = mountinfo.read()
+    links = network.link_addresses()
     chosen = [a for a in allocations if only is None or a.user == only]
     if only is not None and not chosen:
         raise CannotCheck(f"{only!r} is not a registered tenant")
@@ -509,7 +517,7 @@ def verify_all(config: Any, only: str | None = None) -> Report:
         report.findings += check_owner(user, allocation.uid)
         report.findings += check_filesystem(user, mounts)
         report.findings += check_locks(user, allowed_unit=allocation.tenant.service_unit)
-        report.findings += check_consistency(allocation, config)
+        report.findings += check_consistency(allocation, config, links)
     distinct = check_distinct([a.user for a in allocations], mounts)
     report.findings += [f for f in distinct if only is None or only in f.problem]
     if only is None:

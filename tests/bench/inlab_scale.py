@@ -1,66 +1,149 @@
-"""Runs inside a lab with dtenant installed: the admin side at scale. Prints JSON.
+"""Runs inside a lab with dtenant installed (as root): the admin side at scale. JSON out.
 
-1,000 registered tenants (registry rows, no daemons) plus a few active ones with running
-daemons: one reaper pass (`dtenant reap --dry-run`, the whole command), `dtenant status`,
-`dtenant verify`, and the ExecStartPre check of one tenant.
+For each size in a series (say 10, 250, 500, 1000 registered tenants, of which a few run
+a daemon): the login hook's hot path, one reaper pass, `dtenant status`, `dtenant verify`,
+the pre-start check and a firewall sync. Registered tenants beyond the active ones are
+registry rows with their networkd files and bridges, without a passwd entry or a daemon.
+Then 50 concurrent first logins over SSH.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 sys.path.append("/usr/lib/python3/dist-packages")
 
+from dtenant_session import render
 from dtenant_session.config import load
 from dtenant_session.registry import Registry
 
 
-def timed(argv: list[str], rounds: int) -> float:
+def run(argv: list[str], env: dict[str, str] | None = None) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout
+
+
+def timed_ms(argv: list[str], rounds: int, env: dict[str, str] | None = None) -> float:
     samples = []
     for _ in range(rounds):
         started = time.perf_counter()
-        subprocess.run(argv, check=False, capture_output=True)
+        subprocess.run(argv, check=False, capture_output=True, env=env)
         samples.append(time.perf_counter() - started)
-    return statistics.median(samples) * 1000
+    return round(statistics.median(samples) * 1000, 2)
 
 
-def active_units() -> list[str]:
-    argv = ["systemctl", "list-units", "--state=active", "--no-legend", "--plain",
-            "docker@*.service"]  # fmt: skip
-    out = subprocess.run(argv, capture_output=True, text=True, check=True)
-    return sorted(line.split()[0] for line in out.stdout.splitlines() if line.strip())
+def active_daemons() -> set[str]:
+    out = run(
+        ["systemctl", "list-units", "--state=active", "--no-legend", "--plain", "docker@*.service"]
+    )
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def add_ghosts(total: int) -> int:
+    """Registry rows, networkd files and bridges until `total` tenants are registered."""
+    network = load().network
+    with Registry() as registry:
+        have = len(registry.all())
+        for index in range(have, total):
+            allocation = registry.allocate(f"ghost{index}", 300000 + index, network, [])
+            tenant = allocation.tenant
+            tenant.netdev_file.write_text(render.netdev(allocation))
+            tenant.network_file.write_text(render.network(allocation))
+    run(["networkctl", "reload"])
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        bridges = run(["ip", "-o", "link", "show", "type", "bridge"]).count("dtenant")
+        if bridges >= total:
+            return bridges
+        time.sleep(1)
+    return bridges
+
+
+def measure(size: int, rounds: int) -> dict[str, float]:
+    hook_env = {"PAM_TYPE": "open_session", "PAM_USER": "active0"}
+    before = active_daemons()
+    figures = {
+        "tenants": size,
+        "bridges": add_ghosts(size),
+        "hook_hot_ms": timed_ms(["/usr/lib/dtenant/pam-hook"], rounds * 4, hook_env),
+        "reap_pass_ms": timed_ms(["dtenant", "reap", "--dry-run"], rounds),
+        "status_ms": timed_ms(["dtenant", "status"], rounds),
+        "verify_ms": timed_ms(["dtenant", "verify"], 1),
+        "check_tenant_ms": timed_ms(["/usr/lib/dtenant/check-tenant", "active0"], rounds),
+        "firewall_sync_ms": timed_ms(["dtenant", "firewall", "sync"], rounds),
+    }
+    figures["daemons_started_by_reap"] = len(active_daemons() - before)
+    return figures
+
+
+def concurrent_first_logins(count: int) -> dict[str, float]:
+    users = [f"crowd{i}" for i in range(count)]
+    key = "/root/.ssh/bench-crowd"
+    if not os.path.exists(key):
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key])
+    for user in users:
+        run(["useradd", "--create-home", user])
+        ssh_dir = Path(f"/home/{user}/.ssh")
+        ssh_dir.mkdir(mode=0o700)
+        (ssh_dir / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
+        run(["chown", "-R", f"{user}:{user}", str(ssh_dir)])
+
+    def login(user: str) -> bool:
+        argv = [
+            "ssh",
+            "-i",
+            key,
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            f"{user}@127.0.0.1",
+            f"test -S /run/docker-{user}.sock",
+        ]
+        return subprocess.run(argv, capture_output=True, check=False).returncode == 0
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        results = list(pool.map(login, users))
+    return {
+        "concurrent_logins": count,
+        "concurrent_logins_ok": sum(results),
+        "concurrent_logins_total_s": round(time.perf_counter() - started, 2),
+    }
 
 
 def main() -> None:
-    ghosts, active, rounds = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    sizes = [int(s) for s in sys.argv[1].split(",")]
+    active, rounds = int(sys.argv[2]), int(sys.argv[3])
     for index in range(active):
         user = f"active{index}"
-        subprocess.run(["useradd", "--create-home", user], check=True)
-        subprocess.run(["dtenant", "provision", user], check=True, capture_output=True)
-        subprocess.run(["runuser", "-u", user, "--", "docker", "-H", f"unix:///run/docker-{user}.sock",
-                        "ps"], check=True, capture_output=True)  # fmt: skip
-    network = load().network
-    started = time.perf_counter()
-    with Registry() as registry:
-        for index in range(ghosts):
-            registry.allocate(f"ghost{index}", 300000 + index, network, [])
-    allocation_ms = (time.perf_counter() - started) * 1000 / max(ghosts, 1)
-    before = active_units()
-    figures = {
-        "tenants": ghosts + active,
-        "active": active,
-        "allocation_ms_each": allocation_ms,
-        "reap_pass_ms": timed(["dtenant", "reap", "--dry-run"], rounds),
-        "status_ms": timed(["dtenant", "status"], rounds),
-        "verify_ms": timed(["dtenant", "verify"], 1),
-        "check_tenant_ms": timed(["/usr/lib/dtenant/check-tenant", "active0"], rounds),
-    }
-    figures["daemons_started_by_reap"] = len(set(active_units()) - set(before))
-    print(json.dumps(figures))
+        run(["useradd", "--create-home", user])
+        run(["dtenant", "provision", user])
+        uid = run(["id", "-u", user]).strip()
+        run(
+            [
+                "setpriv",
+                f"--reuid={uid}",
+                f"--regid={uid}",
+                "--init-groups",
+                "env",
+                f"DOCKER_HOST=unix:///run/docker-{user}.sock",
+                "docker",
+                "ps",
+            ]
+        )
+    series = [measure(size, rounds) for size in sizes]
+    print(json.dumps({"series": series, **concurrent_first_logins(50)}))
 
 
 if __name__ == "__main__":

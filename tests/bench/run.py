@@ -1,26 +1,30 @@
 """dtenant's benchmarks: `.venv/bin/python -m tests.bench.run` (as root).
 
-Boots a lab, installs this checkout, runs the in-lab measurements, prints each figure
-next to its target and writes them all as JSON (bench/results/latest.json). Figures are
-medians over repeated runs, each comparison measured side by side in the same run.
+Boots a lab, installs dtenant's Debian package built from this checkout, runs the in-lab
+measurements (inlab_login.py, inlab_scale.py), prints every figure next to its target,
+and writes them as JSON and as a plot (tests/bench/results/latest.{json,png}). Figures
+are medians over repeated runs; each comparison is measured side by side in one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 from pathlib import Path
 from typing import Any
 
 from dtenant_session.lab import host
+from tests.sandbox.conftest import install
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 BENCH = CHECKOUT / "tests" / "bench"
+RESULTS = BENCH / "results"
 
 
-def in_lab(lab: host.Lab, script: str, *args: int) -> dict[str, Any]:
-    result = lab.run(["/usr/bin/python3", str(BENCH / script), *map(str, args)], timeout=1800)
+def in_lab(lab: host.Lab, script: str, *args: object) -> dict[str, Any]:
+    result = lab.run(["/usr/bin/python3", str(BENCH / script), *map(str, args)], timeout=3600)
     figures: dict[str, Any] = json.loads(result.stdout)
     return figures
 
@@ -29,56 +33,118 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-def report(hook: dict[str, Any], scale: dict[str, Any]) -> list[str]:
-    ratio = hook["hot_ms"] / hook["bare_ms"]
-    return [
-        f"machine: {platform.node()} {platform.machine()}, {_cpus()} CPUs, in a lab",
-        f"bare python3 -I -S -c pass      {hook['bare_ms']:8.1f} ms",
-        f"PAM hook, hot path              {hook['hot_ms']:8.1f} ms  {ratio:.2f}x bare"
-        f"  (target <= 1.5x: {verdict(ratio <= 1.5)})",
-        f"PAM hook, cold path (provision) {hook['cold_ms']:8.1f} ms  max {hook['cold_max_ms']:.0f}"
-        f"  (target < 300 ms: {verdict(hook['cold_ms'] < 300)}); daemons started: "
-        f"{hook['daemons_started_by_cold_path']}",
-        f"tenants registered / active     {scale['tenants']:8d} / {scale['active']}",
-        f"registry allocation, each       {scale['allocation_ms_each']:8.1f} ms",
-        f"reap pass (dtenant reap)        {scale['reap_pass_ms']:8.1f} ms"
-        f"  (target <= 2000 ms: {verdict(scale['reap_pass_ms'] <= 2000)}); daemons started: "
-        f"{scale['daemons_started_by_reap']} (target 0)",
-        f"dtenant status                  {scale['status_ms']:8.1f} ms"
-        f"  (target <= 1000 ms: {verdict(scale['status_ms'] <= 1000)})",
-        f"dtenant verify                  {scale['verify_ms']:8.1f} ms",
-        f"pre-start check (check-tenant)  {scale['check_tenant_ms']:8.1f} ms"
-        f"  (target < 100 ms: {verdict(scale['check_tenant_ms'] < 100)})",
-    ]
+def machine() -> str:
+    cpus = os.cpu_count()
+    memory = Path("/proc/meminfo").read_text().split()[1]
+    kernel = platform.release()
+    return f"{platform.machine()}, {cpus} CPUs, {int(memory) // 1024 // 1024} GiB, Linux {kernel}"
 
 
-def _cpus() -> int:
-    return sum(
-        line.startswith("processor") for line in Path("/proc/cpuinfo").read_text().splitlines()
-    )
+def report(login: dict[str, Any], scale: dict[str, Any]) -> list[str]:
+    first, last = scale["series"][0], scale["series"][-1]
+    drift = (last["hook_hot_ms"] / first["hook_hot_ms"] - 1) * 100
+    rows = [
+        ("bare python3 -I -S -c pass", f"{login['bare_ms']} ms", ""),
+        ("PAM open_session without the hook", f"{login['pam_without_hook_ms']} ms", ""),
+        ("PAM open_session with the hook, hot path",
+         f"{login['pam_hot_ms']} ms ({login['hot_over_bare']}x bare)",
+         f"<= 1.5x bare: {verdict(login['hot_over_bare'] <= 1.5)}"),
+        ("PAM open_session, cold path (first login)",
+         f"{login['pam_cold_ms']} ms (max {login['pam_cold_max_ms']})",
+         f"< 300 ms: {verdict(login['pam_cold_ms'] < 300)}"),
+        ("daemons started by the cold path", f"{login['daemons_started_by_cold_path']}",
+         f"0: {verdict(login['daemons_started_by_cold_path'] == 0)}"),
+        ("SSH login with / without dtenant",
+         f"{login['ssh_login_with_ms']} / {login['ssh_login_without_ms']} ms "
+         f"({login['ssh_overhead_percent']:+}%)",
+         f"<= 3%: {verdict(login['ssh_overhead_percent'] <= 3)}"),
+        ("first docker command (starts the daemon)",
+         f"{login['first_command_ms']} ms (max {login['first_command_max_ms']})",
+         f"<= 1000 ms: {verdict(login['first_command_ms'] <= 1000)}"),
+        ("warm docker ps: tenant / system docker",
+         f"{login['warm_tenant_ms']} / {login['warm_system_ms']} ms "
+         f"({login['warm_over_system_percent']:+}%)",
+         f"within 10%: {verdict(login['warm_over_system_percent'] <= 10)}"),
+        ("memory, idle tenant", f"{login['idle_tenant_processes']} processes, 0 MiB",
+         "no daemon process"),
+        ("memory, active tenant (dockerd + plugin)",
+         f"{login['active_tenant_rss_mib']} MiB ({login['active_dockerd_rss_mib']} + "
+         f"{login['active_plugin_rss_mib']})", "containerd shared"),
+        ("memory, always-on dockerd + containerd per user",
+         f"{login['always_on_per_user_rss_mib']} MiB", "the original write-up"),
+        (f"hook hot path at {first['tenants']} / {last['tenants']} tenants",
+         f"{first['hook_hot_ms']} / {last['hook_hot_ms']} ms ({drift:+.1f}%)",
+         f"+-10%: {verdict(abs(drift) <= 10)}"),
+        (f"dtenant status, {last['tenants']} tenants", f"{last['status_ms']} ms",
+         f"<= 1000 ms: {verdict(last['status_ms'] <= 1000)}"),
+        (f"reap pass, {last['tenants']} tenants", f"{last['reap_pass_ms']} ms",
+         f"<= 2000 ms: {verdict(last['reap_pass_ms'] <= 2000)}; daemons started "
+         f"{last['daemons_started_by_reap']}"),
+        (f"dtenant verify, {last['tenants']} tenants", f"{last['verify_ms']} ms", ""),
+        (f"pre-start check, {last['tenants']} tenants", f"{last['check_tenant_ms']} ms",
+         f"< 100 ms: {verdict(last['check_tenant_ms'] < 100)}"),
+        (f"firewall sync, {last['tenants']} tenants", f"{last['firewall_sync_ms']} ms", ""),
+        ("50 concurrent first logins",
+         f"{scale['concurrent_logins_ok']}/{scale['concurrent_logins']} ok in "
+         f"{scale['concurrent_logins_total_s']} s",
+         f"all succeed: {verdict(scale['concurrent_logins_ok'] == scale['concurrent_logins'])}"),
+    ]  # fmt: skip
+    width = max(len(r[0]) for r in rows)
+    lines = [f"machine: {machine()}, in a lab"]
+    lines += [f"{name:<{width}}  {value:<36}  {target}" for name, value, target in rows]
+    return lines
+
+
+def plot(login: dict[str, Any], scale: dict[str, Any], output: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    series = scale["series"]
+    sizes = [s["tenants"] for s in series]
+    figure, (timing, memory) = pyplot.subplots(1, 2, figsize=(11, 4))
+    timing.plot(sizes, [s["hook_hot_ms"] for s in series], marker="o", label="PAM hook, hot path")
+    timing.plot(sizes, [s["reap_pass_ms"] for s in series], marker="s", label="reaper pass")
+    timing.plot(sizes, [s["status_ms"] for s in series], marker="^", label="dtenant status")
+    timing.set_xlabel("registered tenants")
+    timing.set_ylabel("ms (median)")
+    timing.set_title("time against the number of tenants")
+    timing.legend()
+    timing.grid(alpha=0.3)
+    labels = ["dtenant\nidle", "dtenant\nactive", "always-on\ndockerd+containerd"]
+    values = [0.0, login["active_tenant_rss_mib"], login["always_on_per_user_rss_mib"]]
+    bars = memory.bar(labels, values, color=["#7aa6c2", "#2f6f97", "#c26b4a"])
+    memory.bar_label(bars, fmt="%.1f MiB")
+    memory.set_ylabel("RSS per user, MiB")
+    memory.set_title("memory per tenant")
+    figure.tight_layout()
+    figure.savefig(output, dpi=110)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=40, help="runs per hook figure")
+    parser.add_argument("--rounds", type=int, default=30, help="runs per timed figure")
     parser.add_argument("--cold-rounds", type=int, default=15, help="first logins timed")
-    parser.add_argument("--tenants", type=int, default=1000, help="registered tenants")
-    parser.add_argument("--active", type=int, default=3, help="of which with a running daemon")
-    parser.add_argument(
-        "--output", type=Path, default=CHECKOUT / "bench" / "results" / "latest.json"
-    )
+    parser.add_argument("--sizes", default="10,250,500,1000", help="tenants registered")
+    parser.add_argument("--active", type=int, default=3, help="tenants with a daemon running")
+    parser.add_argument("--how", choices=("deb", "script"), default="deb")
     args = parser.parse_args()
     lab = host.up("bench", binds=[CHECKOUT])
     try:
-        lab.run([str(CHECKOUT / "packaging" / "install.sh")])
-        hook = in_lab(lab, "inlab_hook.py", args.rounds, args.cold_rounds)
-        scale = in_lab(lab, "inlab_scale.py", args.tenants - args.active, args.active, 5)
+        lab.run(["tee", "/etc/ssh/sshd_config.d/bench.conf"], input="MaxStartups 200\n")
+        lab.run(["systemctl", "reload", "ssh"])
+        install(lab, args.how)
+        login = in_lab(lab, "inlab_login.py", args.rounds, args.cold_rounds)
+        scale = in_lab(lab, "inlab_scale.py", args.sizes, args.active, 5)
     finally:
         host.down("bench")
-    print("\n".join(report(hook, scale)))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"hook": hook, "scale": scale}, indent=2) + "\n")
-    print(f"written: {args.output}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = {"machine": machine(), "login": login, "scale": scale}
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(login, scale, RESULTS / "latest.png")
+    print("\n".join(report(login, scale)))
+    print(f"written: {RESULTS / 'latest.json'}, {RESULTS / 'latest.png'}")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,13 @@ def test_nft_ruleset_isolates_in_strict_mode_only() -> None:
     assert "drop" not in render.nft_ruleset([ALICE, BOB], "open")
 
 
+def test_nft_add_tenant_adds_only_its_own_pairs() -> None:
+    text = render.nft_add_tenant(ALICE)
+    assert "add element inet dtenant tenant_nets { 10.96.2.0/24, 10.128.32.0/20 }" in text
+    assert text.count(" . ") == 4
+    assert "10.96.3.0/24" not in text
+
+
 def test_nft_ruleset_replaces_the_table_atomically() -> None:
     text = render.nft_ruleset([], "strict")
     assert text.startswith("table inet dtenant\ndelete table inet dtenant\ntable inet dtenant {")
