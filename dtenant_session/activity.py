@@ -1,7 +1,5 @@
-"""A tenant's last activity: the mtime of one file, touched on logout and on API use.
-
-Standard library only, a syscall or two: the PAM hook calls it at close_session.
-"""
+"""A tenant's last activity: the mtime of one file, touched on API use (by the
+authorization plugin, here) and on logout (by pam/pam-hook at close_session)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from dtenant_session import activity
@@ -33,6 +32,8 @@ IDLE_EXIT = 600.0  # seconds without a request before the plugin exits
 ACTIVITY_EVERY = 5.0  # touch the activity file at most this often
 REAPER_AGENT = "dtenant-reaper"
 SD_LISTEN_FDS_START = 3
+MAX_LINE = 65536
+MAX_BODY = 8 << 20  # Docker sends at most 1 MiB of body, base64-encoded, plus headers
 
 Decision = tuple[bool, str]
 Policy = Callable[[dict[str, Any]], Decision]
@@ -110,27 +111,18 @@ class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             self._last_touch = self.last_request
         activity.touch(self.user)
 
+    def answer(self, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, JSON reply) for one call of the plugin protocol."""
+        if path == "/Plugin.Activate":
+            self.record_activity({})
+            return 200, {"Implements": ["authz"]}
+        if path == "/AuthZPlugin.AuthZReq":
+            return 200, self.authorize(body)
+        if path == "/AuthZPlugin.AuthZRes":
+            return 200, {"Allow": True}
+        return 404, {"Err": f"unknown endpoint {path}"}
 
-class Handler(BaseHTTPRequestHandler):
-    server: PluginServer
-    # Keep-alive: Docker's plugin client reuses its connection, sparing a connect and a
-    # thread for each of the two calls every API request makes.
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        if self.path == "/Plugin.Activate":
-            self.server.record_activity({})
-            self._reply({"Implements": ["authz"]})
-        elif self.path == "/AuthZPlugin.AuthZReq":
-            self._reply(self._authorize(body))
-        elif self.path == "/AuthZPlugin.AuthZRes":
-            self._reply({"Allow": True})
-        else:
-            self._reply({"Err": f"unknown endpoint {self.path}"}, status=404)
-
-    def _authorize(self, body: bytes) -> dict[str, Any]:
+    def authorize(self, body: bytes) -> dict[str, Any]:
         try:
             request = json.loads(body)
         except ValueError:
@@ -138,20 +130,60 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(request, dict):
             return {"Allow": False, "Msg": "dtenant: malformed authorization request"}
         headers = request.get("RequestHeaders") or {}
-        self.server.record_activity(headers if isinstance(headers, dict) else {})
-        allowed, message = self.server.policy(request)
+        self.record_activity(headers if isinstance(headers, dict) else {})
+        allowed, message = self.policy(request)
         return {"Allow": allowed, "Msg": message}
 
-    def _reply(self, payload: dict[str, Any], status: int = 200) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/vnd.docker.plugins.v1+json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # one line per API request would flood the journal
+class Handler(socketserver.StreamRequestHandler):
+    """HTTP/1.1 with keep-alive, only as much of it as Docker's plugin client speaks.
+
+    Not http.server: its header parsing costs more than the policy, twice per API
+    request; and keep-alive spares a connect and a thread for each call."""
+
+    server: PluginServer
+
+    def handle(self) -> None:
+        while True:
+            request_line = self.rfile.readline(MAX_LINE)
+            if not request_line:
+                return
+            length, close = self._headers()
+            if length is None or length > MAX_BODY:
+                self._send(400, {"Err": "unsupported request framing"}, close=True)
+                return
+            body = self.rfile.read(length)
+            parts = request_line.decode("latin-1").split()
+            path = parts[1] if len(parts) == 3 and parts[0] == "POST" else ""
+            status, reply = self.server.answer(path, body)
+            self._send(status, reply, close)
+            if close:
+                return
+
+    def _headers(self) -> tuple[int | None, bool]:
+        """(Content-Length, whether to close); length None for framings not spoken here."""
+        length: int | None = 0
+        close = False
+        while (line := self.rfile.readline(MAX_LINE)) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            name, value = name.strip().lower(), value.strip()
+            if name == "content-length":
+                length = int(value) if value.isdigit() else None
+            elif name == "transfer-encoding":
+                length = None
+            elif name == "connection":
+                close = value.lower() == "close"
+        return length, close
+
+    def _send(self, status: int, payload: dict[str, Any], close: bool) -> None:
+        data = json.dumps(payload).encode()
+        head = (
+            f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\n"
+            "Content-Type: application/vnd.docker.plugins.v1+json\r\n"
+            f"Content-Length: {len(data)}\r\n"
+            f"{'Connection: close' + chr(13) + chr(10) if close else ''}\r\n"
+        )
+        self.wfile.write(head.encode() + data)
 
 
 def inherited_socket() -> socket.socket:

@@ -1,8 +1,10 @@
 """The login hook's cold path: provision within hook.time_limit, never failing a login.
 
-Provisioning runs in a child process; the hook waits for it at most hook.time_limit
-seconds, then kills it (provisioning is idempotent and crash-safe: the next login
-converges) and lets the login go on.
+pam/pam-hook runs this (/usr/lib/dtenant/provision-at-login) when its hot path finds the
+tenant not provisioned for the current configuration. Provisioning runs in a child
+process; this waits for it at most hook.time_limit seconds, then kills it (provisioning
+is idempotent and crash-safe: the next login converges) and lets the login go on. Every
+failure is logged to the journal with the user; the exit status is always 0.
 """
 
 from __future__ import annotations
@@ -10,10 +12,22 @@ from __future__ import annotations
 import os
 import select
 import signal
+import sys
 import time
 
 from dtenant_session.config import Config
 from dtenant_session.errors import DtenantError
+
+
+def main() -> int:
+    user = os.environ.get("PAM_USER", "")
+    if os.environ.get("PAM_TYPE") != "open_session" or not user or user == "root":
+        return 0
+    try:
+        cold_path(user)
+    except BaseException as exc:  # noqa: BLE001 - a login never fails because of us
+        _log(f"login hook failed: {type(exc).__name__}: {exc}", user)
+    return 0
 
 
 def _log(message: str, user: str, priority: int = 3) -> None:
@@ -72,3 +86,7 @@ def _provision_child(user: str, settings: Config) -> int:
         _log(f"provisioning failed: {type(exc).__name__}: {exc}", user)
         return 1
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -69,10 +69,11 @@ def bridge_address(bridge: str) -> str | None:
 def ensure_bridge(allocation: Allocation) -> str:
     """The bridge exists, up, with its address (dockerd reads it when it starts).
 
-    Created here directly rather than waiting for networkd: at scale a networkd reload
-    re-reads every tenant's files, and networkd may be stopped or failing. networkd,
-    reloaded in the background, adopts the bridge (its .network file matches the name)
-    and recreates it at boot. Returns what was done."""
+    Created here directly, not by reloading networkd: a reload re-reads every tenant's
+    files (0.4 s at 1,000 tenants, and fifty first logins would queue fifty of them), and
+    networkd may be stopped or failing. networkd creates the bridge from its files at
+    boot, and the pre-start check reloads it should a bridge be missing. Returns what was
+    done."""
     bridge, address = allocation.tenant.bridge, allocation.bridge_address
     found = bridge_address(bridge)
     if found == address:

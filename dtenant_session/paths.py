@@ -1,7 +1,8 @@
 """Where dtenant keeps things.
 
-Plain strings, standard library only: the login hook's hot path reads this module and
-must not pay for pathlib (about 8 ms of imports). Callers wrap them in Path as needed.
+Plain strings, standard library only: the pre-start check of every daemon reads this
+module and must not pay for pathlib (about 8 ms of imports). Callers wrap them in Path
+as needed. pam/pam-hook spells the same paths out in shell.
 """
 
 from __future__ import annotations

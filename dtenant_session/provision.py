@@ -79,11 +79,10 @@ def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = Fa
     started = time.monotonic()
     account = tenant.lookup(user)
     tenant.check_eligible(account, config.eligibility)
-    current = stamp.generation()
     with tenant_lock(user, timeout):
         with Registry() as registry:
             allocation = registry.get(user)
-            if allocation is not None and not force and stamp.is_current(user, current):
+            if allocation is not None and not force and stamp.is_current(user):
                 return Outcome(allocation, already=True)
             if allocation is None or allocation.uid != account.uid:
                 allocation = registry.allocate(
@@ -92,7 +91,7 @@ def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = Fa
             everyone = registry.all()
         outcome = Outcome(allocation)
         _converge(allocation, account.gid, everyone, config, outcome)
-        stamp.write(user, current)
+        stamp.write(user)
     outcome.seconds = time.monotonic() - started
     return outcome
 
@@ -111,8 +110,6 @@ def _converge(
         outcome.steps.append(f"wrote networkd files for {t.bridge}")
 
     async def units(bus: systemd.Bus) -> None:
-        # Not waited for: the bridge is made below; networkd adopts it when it gets there.
-        await bus.reload_networkd_later()
         await bus.enable([t.socket_unit])
         await bus.start(t.socket_unit)
 

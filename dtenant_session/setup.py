@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dtenant_session import command, files, network, paths, render, systemd
+from dtenant_session import command, files, network, paths, render, stamp, systemd
 from dtenant_session.config import Config
 from dtenant_session.registry import Registry
 
@@ -29,6 +29,8 @@ def apply(config: Config) -> list[str]:
         steps.append(f"tenant slice limits written ({SLICE_LIMITS_DROPIN})")
     if reload:
         systemd.run(lambda bus: bus.reload_daemon())
+    forgotten = stamp.clear_all()
+    steps.append(f"{forgotten} tenants will converge to this configuration at their next login")
     return steps
 
 

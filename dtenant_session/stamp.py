@@ -1,54 +1,64 @@
-"""The login hook's hot path: is this user's tenant provisioned for the current config?
+"""Is a user's tenant provisioned for the current configuration? (stdlib only)
 
-Standard library only (os), and only stat/read calls: this runs on every login.
+The PAM hook's hot path (pam/pam-hook, in shell builtins) and provision.py apply the same
+rule: the stamp /run/dtenant/stamps/USER exists, the tenant's socket exists, and neither
+dtenant.toml, the drop-in directory nor any drop-in is newer than the stamp. Upgrades and
+`dtenant setup` remove all stamps, so every tenant converges again at its next login.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 
 from dtenant_session import __version__, paths
 
 
-def generation(main: str = paths.CONFIG_FILE, dropins: str = paths.CONFIG_DROPINS) -> str:
-    """Changes whenever dtenant is upgraded or a config file is added, removed or edited."""
-    parts = [__version__]
-    candidates = [main]
+def _config_paths() -> list[str]:
+    found = [paths.CONFIG_FILE, paths.CONFIG_DROPINS]
     try:
-        names = sorted(n for n in os.listdir(dropins) if n.endswith(".toml"))
-        candidates += [os.path.join(dropins, n) for n in names]
+        names = os.listdir(paths.CONFIG_DROPINS)
     except OSError:
-        pass
-    for file in candidates:
-        try:
-            st = os.stat(file)
-        except OSError:
-            continue
-        parts.append(f"{file}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
-    return "|".join(parts)
+        return found
+    return found + [os.path.join(paths.CONFIG_DROPINS, n) for n in names if n.endswith(".toml")]
 
 
-def is_current(user: str, current: str) -> bool:
-    """The tenant was provisioned for `current` and its socket is listening."""
+def is_current(user: str) -> bool:
     try:
-        with open(paths.stamp_path(user)) as stream:
-            if stream.read() != current:
-                return False
+        stamped = os.stat(paths.stamp_path(user)).st_mtime_ns
     except OSError:
         return False
-    return os.path.exists(paths.socket_path(user))
+    try:
+        if not stat.S_ISSOCK(os.stat(paths.socket_path(user)).st_mode):
+            return False
+    except OSError:
+        return False
+    for path in _config_paths():
+        try:
+            if os.stat(path).st_mtime_ns > stamped:
+                return False
+        except OSError:
+            continue
+    return True
 
 
-def write(user: str, current: str) -> None:
+def write(user: str) -> None:
     os.makedirs(paths.STAMPS_DIR, exist_ok=True)
     temporary = os.path.join(paths.STAMPS_DIR, f".{user}.tmp")
     with open(temporary, "w") as stream:
-        stream.write(current)
+        stream.write(f"provisioned by dtenant {__version__}\n")
     os.replace(temporary, paths.stamp_path(user))
 
 
-def clear(user: str) -> None:
+def clear_all() -> int:
+    """Forget every stamp (after an upgrade or a configuration change)."""
     try:
-        os.unlink(paths.stamp_path(user))
+        names = os.listdir(paths.STAMPS_DIR)
     except FileNotFoundError:
-        pass
+        return 0
+    for name in names:
+        try:
+            os.unlink(os.path.join(paths.STAMPS_DIR, name))
+        except FileNotFoundError:
+            pass
+    return len(names)

@@ -126,19 +126,6 @@ class Bus:
                                   "asas", [[], patterns])  # fmt: skip
         return {row[0]: UnitState(row[0], row[3], row[4]) for row in rows}
 
-    async def reload_networkd_later(self) -> None:
-        """Ask networkd to reload without waiting: a reload re-reads every tenant's files.
-        Nothing is lost if networkd is not there to hear it."""
-        from dbus_next.constants import MessageFlag
-        from dbus_next.message import Message
-
-        await self._bus.send(
-            Message(
-                destination=NETWORKD, path=NETWORKD_PATH, interface=f"{NETWORKD}.Manager",
-                member="Reload", flags=MessageFlag.NO_REPLY_EXPECTED,
-            )
-        )  # fmt: skip
-
     async def user_sessions(self) -> dict[int, int]:
         """uid -> number of logind sessions."""
         (rows,) = await self.call(LOGIN, LOGIN_PATH, f"{LOGIN}.Manager", "ListSessions")

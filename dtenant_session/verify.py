@@ -386,6 +386,13 @@ def wait_for_bridge(user: str, timeout: float = 10.0) -> list[Finding]:
             )
         ]
     deadline = time.monotonic() + timeout
+    if not os.path.exists(f"/sys/class/net/{bridge}"):
+        # networkd makes it from the tenant's files; at boot it may not have got there
+        # yet, after a deletion it needs a reload to notice.
+        import subprocess
+
+        subprocess.run(["/usr/bin/networkctl", "reload"], capture_output=True, check=False,
+                       timeout=timeout)  # fmt: skip
     while not os.path.exists(f"/sys/class/net/{bridge}"):
         if time.monotonic() > deadline:
             return [

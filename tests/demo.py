@@ -92,9 +92,8 @@ def main() -> int:
             run_demo(lab, "deb" if args.deb else "script")
         finally:
             if not args.keep:
-                say("tearing the lab down")
-                host.down(args.name)
-                show("done: nothing of the lab is left on this machine")
+                host.down(args.name)  # first: printing may fail (a closed pipe)
+                say("the lab is torn down: nothing of it is left on this machine")
             else:
                 show(f"lab kept: `dtenant lab shell {args.name}`, `dtenant lab down {args.name}`")
     except DtenantError as exc:

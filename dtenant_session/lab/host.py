@@ -250,8 +250,12 @@ def _wait_for_init(paths: LabPaths, launcher: subprocess.Popen[bytes]) -> int:
             break
         time.sleep(0.02)
     launcher.kill()
+    code = launcher.wait()
     _clean_up(paths, keep_log=True)
-    raise LabError(f"lab {paths.name}: the namespaces did not come up\n{_log_tail(paths)}")
+    raise LabError(
+        f"lab {paths.name}: the namespaces did not come up (launcher exit status {code})\n"
+        f"{_log_tail(paths)}"
+    )
 
 
 def _log_tail(paths: LabPaths, lines: int = 40) -> str:

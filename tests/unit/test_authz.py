@@ -1,0 +1,72 @@
+"""The plugin server speaks Docker's plugin protocol over keep-alive HTTP/1.1."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dtenant_session import activity, authz
+
+
+def _policy(request: dict[str, Any]) -> tuple[bool, str]:
+    allowed = "privileged" not in json.dumps(request)
+    return allowed, "" if allowed else "dtenant: no"
+
+
+@pytest.fixture
+def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setattr(activity, "touch", lambda user: None)
+    path = str(tmp_path / "plugin.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen()
+    server = authz.PluginServer(listener, "alice", _policy)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    yield path
+    server.shutdown()
+    thread.join()
+    listener.close()
+
+
+def _call(
+    connection: socket.socket, path: str, body: bytes, close: bool = False
+) -> tuple[str, Any]:
+    extra = "Connection: close\r\n" if close else ""
+    connection.sendall(f"POST {path} HTTP/1.1\r\nHost: plugin\r\nContent-Length: {len(body)}\r\n"
+                       f"{extra}\r\n".encode() + body)  # fmt: skip
+    reader = connection.makefile("rb")
+    status = reader.readline().decode()
+    length = 0
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return status, json.loads(reader.read(length))
+
+
+def test_protocol_over_one_kept_alive_connection(plugin: str) -> None:
+    with socket.socket(socket.AF_UNIX) as connection:
+        connection.connect(plugin)
+        assert _call(connection, "/Plugin.Activate", b"") == (
+            "HTTP/1.1 200 OK\r\n", {"Implements": ["authz"]})  # fmt: skip
+        allowed = json.dumps({"RequestMethod": "GET", "RequestUri": "/_ping"}).encode()
+        assert _call(connection, "/AuthZPlugin.AuthZReq", allowed)[1] == {"Allow": True, "Msg": ""}
+        denied = json.dumps({"RequestUri": "/privileged"}).encode()
+        assert _call(connection, "/AuthZPlugin.AuthZReq", denied)[1]["Allow"] is False
+        assert _call(connection, "/AuthZPlugin.AuthZRes", b"{}")[1] == {"Allow": True}
+        _, reply = _call(connection, "/AuthZPlugin.AuthZReq", b"not json", close=True)
+        assert reply == {"Allow": False, "Msg": "dtenant: malformed authorization request"}
+
+
+def test_unknown_framing_is_refused(plugin: str) -> None:
+    with socket.socket(socket.AF_UNIX) as connection:
+        connection.connect(plugin)
+        connection.sendall(b"POST /AuthZPlugin.AuthZReq HTTP/1.1\r\nTransfer-Encoding: chunked"
+                           b"\r\n\r\n0\r\n\r\n")  # fmt: skip
+        assert connection.recv(100).startswith(b"HTTP/1.1 400")
