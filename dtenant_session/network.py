@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +40,16 @@ def routed_subnets() -> list[ipaddress.IPv4Network]:
         except ValueError:
             continue
     return found
+
+
+def bridge_slots_in_use() -> set[int]:
+    """Slots whose bridge (dtenantN) exists as a link on the host, registered or not."""
+    slots = set()
+    for name in os.listdir("/sys/class/net"):
+        number = name.removeprefix("dtenant")
+        if number != name and number.isdigit():
+            slots.add(int(number))
+    return slots
 
 
 def write_bridge_files(allocation: Allocation) -> bool:
@@ -78,6 +89,11 @@ def ensure_bridge(allocation: Allocation) -> str:
     found = bridge_address(bridge)
     if found == address:
         return "present"
+    if found is not None:
+        raise NetworkError(
+            f"bridge {bridge} exists with {found}, not {address} ({allocation.user}'s): a "
+            "tenant the registry no longer knows? See `dtenant verify`"
+        )
     ip = command.which("ip")
     # "File exists" is fine: networkd may be creating it at the same moment.
     command.run([ip, "link", "add", bridge, "type", "bridge"], check=False, timeout=10)

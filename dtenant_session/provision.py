@@ -86,8 +86,9 @@ def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = Fa
                 return Outcome(allocation, already=True)
             if allocation is None or allocation.uid != account.uid:
                 allocation = registry.allocate(
-                    user, account.uid, config.network, network.routed_subnets()
-                )
+                    user, account.uid, config.network, network.routed_subnets(),
+                    network.bridge_slots_in_use(),
+                )  # fmt: skip
             everyone = registry.all()
         outcome = Outcome(allocation)
         _converge(allocation, account.gid, everyone, config, outcome)

@@ -131,10 +131,19 @@ class Registry:
         return self._rows("ORDER BY slot")
 
     def allocate(
-        self, user: str, uid: int, network: Network, avoid: Iterable[ipaddress.IPv4Network]
+        self,
+        user: str,
+        uid: int,
+        network: Network,
+        avoid: Iterable[ipaddress.IPv4Network],
+        busy_slots: Iterable[int] = (),
     ) -> Allocation:
-        """The user's allocation, made now in one transaction if there is none yet."""
+        """The user's allocation, made now in one transaction if there is none yet.
+
+        `avoid`: subnets routed on the host; `busy_slots`: slots whose bridge name a link
+        already has (a tenant the registry lost, after a purge or a rebuild)."""
         avoid = list(avoid)
+        busy = set(busy_slots)
         with self._write() as db:
             existing = self.get(user)
             if existing is not None:
@@ -149,7 +158,7 @@ class Registry:
             allocation = Allocation(
                 user=user,
                 uid=uid,
-                slot=allocate.first_free_slot(r.slot for r in rows),
+                slot=allocate.first_free_slot({r.slot for r in rows} | busy),
                 bridge_subnet=allocate.first_free_subnet(
                     network.bridge_pool, network.bridge_prefix,
                     (r.bridge_subnet for r in rows), avoid, pool_key="network.bridge_pool",

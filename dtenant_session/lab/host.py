@@ -240,8 +240,13 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
+# unshare(CLONE_NEWNET) waits while the kernel tears down earlier network namespaces; a
+# lab that had a thousand bridges keeps it busy for a minute.
+NAMESPACE_TIMEOUT = 180.0
+
+
 def _wait_for_init(paths: LabPaths, launcher: subprocess.Popen[bytes]) -> int:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + NAMESPACE_TIMEOUT
     while time.monotonic() < deadline:
         children = _children(launcher.pid)
         if children:

@@ -39,6 +39,11 @@ def test_released_ranges_are_reused(tmp_path: Path) -> None:
         assert registry.allocate("carol", 1002, NETWORK, []).slot == first.slot
 
 
+def test_slots_of_existing_bridges_are_skipped(tmp_path: Path) -> None:
+    with Registry(tmp_path / "r.sqlite3") as registry:
+        assert registry.allocate("alice", 1000, NETWORK, [], busy_slots=[1, 2]).slot == 3
+
+
 def test_routed_subnets_are_avoided(tmp_path: Path) -> None:
     with Registry(tmp_path / "r.sqlite3") as registry:
         routed = [ipaddress.IPv4Network("10.96.0.0/23")]
