@@ -58,7 +58,7 @@ def report(login: dict[str, Any], scale: dict[str, Any]) -> list[str]:
          f"0: {verdict(login['daemons_started_by_cold_path'] == 0)}"),
         ("SSH login with / without dtenant",
          f"{login['ssh_login_with_ms']} / {login['ssh_login_without_ms']} ms "
-         f"({login['ssh_overhead_percent']:+}%)",
+         f"(paired: {login['ssh_overhead_ms']:+} ms, {login['ssh_overhead_percent']:+}%)",
          f"<= 3%: {verdict(login['ssh_overhead_percent'] <= 3)}"),
         ("first docker command (starts the daemon)",
          f"{login['first_command_ms']} ms (max {login['first_command_max_ms']})",
