@@ -115,6 +115,47 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if report.findings else 0
 
 
+def _remove(args: argparse.Namespace) -> int:
+    from dtenant_session import config, lifecycle
+
+    if args.purge and not args.yes:
+        answer = input(f"This deletes every image, container and volume of {args.user}. "
+                       f"Type the user name to confirm: ")  # fmt: skip
+        if answer.strip() != args.user:
+            print("not confirmed; nothing was removed")
+            return 1
+    for step in lifecycle.remove(args.user, config.load(), purge=args.purge):
+        print(step)
+    return 0
+
+
+def _registry_rebuild(_args: argparse.Namespace) -> int:
+    from dtenant_session import recover
+
+    recovery = recover.rebuild()
+    if recovery.moved_aside:
+        print(f"the broken registry was moved to {recovery.moved_aside}")
+    print(f"recovered {len(recovery.recovered)} tenants: {', '.join(recovery.recovered)}")
+    for problem in recovery.problems:
+        print(f"not recovered: {problem}")
+    return 1 if recovery.problems else 0
+
+
+def _check_login(args: argparse.Namespace) -> int:
+    from dtenant_session import checklogin
+
+    report = checklogin.check(args.user)
+    if args.json:
+        print(json.dumps(asdict(report), indent=2))
+    else:
+        print(f"{report.user}: {report.reason}")
+        print(f"PAM session opened: {'yes' if report.session_opened else 'NO'} "
+              f"in {report.seconds * 1000:.0f} ms")  # fmt: skip
+        print(f"DOCKER_HOST: {report.docker_host or '(not set)'}")
+        print(f"provisioned: {'yes' if report.provisioned else 'no'} (socket {report.socket})")
+    return 0 if report.session_opened else 1
+
+
 def _registry_check(_args: argparse.Namespace) -> int:
     from dtenant_session.registry import Registry
 
@@ -159,6 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
                      "(exit 0: all good, 1: problems, 2: could not check)")  # fmt: skip
     verify.add_argument("--tenant", metavar="USER")
     verify.add_argument("--json", action="store_true")
+    remove = command("remove", _remove,
+                     "take a tenant away: units, bridge, firewall entries, registry entry; "
+                     "its data only with --purge")  # fmt: skip
+    remove.add_argument("user")
+    remove.add_argument("--purge", action="store_true", help="also delete its data-root")
+    remove.add_argument("--yes", action="store_true", help="do not ask before --purge")
+    check_login = command("check-login", _check_login,
+                          "open a real PAM session for USER (as root, no password) and "
+                          "report what a login does")  # fmt: skip
+    check_login.add_argument("user")
+    check_login.add_argument("--json", action="store_true")
     firewall = commands.add_parser("firewall", help="dtenant's nftables table")
     firewall_verbs = firewall.add_subparsers(dest="verb", required=True, metavar="VERB")
     sync = firewall_verbs.add_parser("sync", help="rebuild the table from the registry")
@@ -167,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     registry_verbs = registry.add_subparsers(dest="verb", required=True, metavar="VERB")
     check = registry_verbs.add_parser("check", help="integrity check (exit 1 on problems)")
     check.set_defaults(handler=_registry_check)
+    rebuild = registry_verbs.add_parser(
+        "rebuild", help="recover a broken registry from the tenants' files on disk"
+    )
+    rebuild.set_defaults(handler=_registry_rebuild)
     lab_cli.add_parser(commands)
     return parser
 

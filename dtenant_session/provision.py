@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from dtenant_session import (
     files,
+    lifecycle,
     network,
     paths,
     render,
@@ -84,6 +85,10 @@ def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = Fa
             allocation = registry.get(user)
             if allocation is not None and not force and stamp.is_current(user):
                 return Outcome(allocation, already=True)
+            renamed = None if allocation else lifecycle.renamed_from(registry, user, account.uid)
+            if renamed is not None:
+                lifecycle.rename(renamed, user, config, registry)
+                allocation = registry.get(user)
             if allocation is None or allocation.uid != account.uid:
                 allocation = registry.allocate(
                     user, account.uid, config.network, network.routed_subnets(),
@@ -91,6 +96,8 @@ def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = Fa
                 )  # fmt: skip
             everyone = registry.all()
         outcome = Outcome(allocation)
+        if renamed is not None:
+            outcome.steps.append(f"renamed from {renamed.user}: data moved, same uid")
         _converge(allocation, account.gid, everyone, config, outcome)
         stamp.write(user)
     outcome.seconds = time.monotonic() - started

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dtenant_session import activity, command, files, log, render, systemd
+from dtenant_session import activity, command, lifecycle, log, systemd
 from dtenant_session.config import Config, Reap
 from dtenant_session.registry import Allocation, Registry
 
@@ -127,30 +127,6 @@ def observe(allocations: list[Allocation]) -> list[Observation]:
     return seen
 
 
-def _stop(allocation: Allocation) -> None:
-    async def stop(bus: systemd.Bus) -> None:
-        await bus.stop(allocation.tenant.service_unit)
-
-    systemd.run(stop, timeout=120)
-
-
-def _stop_with_containers(allocation: Allocation, config: Config) -> None:
-    """Stop the daemon as a shutdown of the host would: live-restore off for this stop, so
-    dockerd stops its containers itself and their restart policies apply at next start."""
-    t = allocation.tenant
-    settings = render.daemon_config(allocation, config)
-    files.write_if_changed(t.daemon_json, render.json_text({**settings, "live-restore": False}))
-    try:
-
-        async def reload_and_stop(bus: systemd.Bus) -> None:
-            await bus.reload(t.service_unit)
-            await bus.stop(t.service_unit)
-
-        systemd.run(reload_and_stop, timeout=300)
-    finally:
-        files.write_if_changed(t.daemon_json, render.daemon_json(allocation, config))
-
-
 def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> list[Decision]:
     with Registry() as registry:
         allocations = [a for a in registry.all() if user is None or a.user == user]
@@ -165,10 +141,8 @@ def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> l
         allocation = by_user[decision.user]
         reason = "; ".join(decision.reasons)
         try:
-            if decision.action == STOP:
-                _stop(allocation)
-            else:
-                _stop_with_containers(allocation, config)
+            with_containers = decision.action == STOP_WITH_CONTAINERS
+            lifecycle.stop_daemon(allocation, config, with_containers=with_containers)
         except Exception as exc:  # noqa: BLE001 - one tenant's failure must not stop the pass
             log.log(f"reaper: could not stop the daemon: {exc}", priority=log.ERR,
                     user=decision.user, step="reap")  # fmt: skip

@@ -68,12 +68,18 @@ class Registry:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
-            )
+            # Reading the schema also tells a corrupt file from a registry. Creating it is
+            # the only write here: readers never wait for a writer's lock.
+            known = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tenants'"
+            ).fetchone()
+            if known is None:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.executescript(SCHEMA)
+                self._db.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+                )
         except (sqlite3.Error, OSError) as exc:
             raise RegistryError(self._explain(exc)) from None
 
@@ -85,6 +91,10 @@ class Registry:
             )
         if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
             return f"registry {self.path} is locked by another process ({exc})"
+        if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+            return f"registry {self.path}: no space left on its filesystem ({exc})"
+        if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc):
+            return f"registry {self.path} is read-only ({exc})"
         return f"registry {self.path}: {exc}"
 
     def close(self) -> None:
@@ -175,6 +185,26 @@ class Registry:
                  allocation.networks_pool, allocation.created),
             )  # fmt: skip
             return allocation
+
+    def by_uid(self, uid: int) -> list[Allocation]:
+        return self._rows("WHERE uid = ?", (uid,))
+
+    def rename(self, old: str, new: str) -> None:
+        with self._write() as db:
+            db.execute("UPDATE tenants SET user = ? WHERE user = ?", (new, old))
+
+    def insert(self, allocation: Allocation) -> None:
+        """Put back an allocation as it was (recovery); conflicts are errors."""
+        try:
+            with self._write() as db:
+                db.execute("INSERT INTO tenants VALUES (?, ?, ?, ?, ?, ?)",
+                           (allocation.user, allocation.uid, allocation.slot,
+                            allocation.bridge_subnet, allocation.networks_pool,
+                            allocation.created))  # fmt: skip
+        except sqlite3.IntegrityError as exc:
+            raise RegistryError(
+                f"{allocation.user}: conflicts with another tenant ({exc})"
+            ) from None
 
     def remove(self, user: str) -> None:
         with self._write() as db:

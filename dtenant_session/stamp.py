@@ -50,6 +50,13 @@ def write(user: str) -> None:
     os.replace(temporary, paths.stamp_path(user))
 
 
+def forget(user: str) -> None:
+    try:
+        os.unlink(paths.stamp_path(user))
+    except FileNotFoundError:
+        pass
+
+
 def clear_all() -> int:
     """Forget every stamp (after an upgrade or a configuration change)."""
     try:

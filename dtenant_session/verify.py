@@ -124,6 +124,17 @@ def write_owner_stamp(user: str, uid: int) -> None:
     os.replace(temporary, stamp)
 
 
+def rewrite_owner_stamp(user: str, uid: int) -> None:
+    """After a rename: the same host and uid, the new name."""
+    stamp = os.path.join(data_root(user), OWNER_STAMP)
+    with open(stamp) as stream:
+        content = json.load(stream)
+    temporary = f"{stamp}.tmp"
+    with open(temporary, "w") as stream:
+        json.dump({**content, "user": user, "uid": uid}, stream)
+    os.replace(temporary, stamp)
+
+
 def registered_tenants() -> dict[str, int]:
     """user -> uid from the registry, read-only (no schema writes)."""
     try:
