@@ -118,6 +118,10 @@ def _converge(
         outcome.steps.append(f"wrote networkd files for {t.bridge}")
 
     async def units(bus: systemd.Bus) -> None:
+        # A daemon that failed before: the explanation gives the socket back, and the
+        # next start is not held back by the failures that came before.
+        await bus.stop(f"dtenant-daemon-failed@{t.instance}.service")
+        await bus.reset_failed(t.service_unit)
         await bus.enable([t.socket_unit])
         await bus.start(t.socket_unit)
 

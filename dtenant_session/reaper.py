@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dtenant_session import activity, command, lifecycle, log, systemd
+from dtenant_session import activity, command, lifecycle, log, status, systemd
 from dtenant_session.config import Config, Reap
 from dtenant_session.registry import Allocation, Registry
 
@@ -32,7 +32,7 @@ class Observation:
     user: str
     uid: int
     daemon: str  # ActiveState of docker@USER.service
-    sessions: int
+    sessions: int | None  # None: unknown (logind not answering)
     connections: int
     running_containers: int | None  # None: not asked (daemon not running) or unknown
     last_activity: float | None
@@ -53,7 +53,9 @@ def decide(seen: Observation, rules: Reap, now: float) -> Decision:
         return Decision(seen.user, SKIP, [f"daemon {seen.daemon}"])
     idle_for = None if seen.last_activity is None else max(0.0, now - seen.last_activity)
     busy = []
-    if seen.sessions:
+    if seen.sessions is None:
+        busy.append("login sessions unknown (is systemd-logind running?)")
+    elif seen.sessions:
         busy.append(f"{seen.sessions} login session(s)")
     if seen.connections:
         busy.append(f"{seen.connections} open API connection(s)")
@@ -89,27 +91,17 @@ def socket_connections(ss_output: str) -> dict[str, int]:
     return counts
 
 
-def _running_containers(allocation: Allocation) -> int | None:
-    import docker  # the SDK: only for daemons that already run
-
-    try:
-        client = docker.DockerClient(
-            base_url=f"unix://{allocation.tenant.socket}", timeout=10,
-            user_agent="dtenant-reaper",  # the authorization plugin does not count it
-        )  # fmt: skip
-        try:
-            return len(client.containers.list())
-        finally:
-            client.close()
-    except Exception as exc:  # noqa: BLE001 - unknown means kept, and said so
-        log.log(f"reaper: cannot list containers: {exc}", priority=log.WARNING,
-                user=allocation.user, step="reap")  # fmt: skip
-        return None
-
-
 def observe(allocations: list[Allocation]) -> list[Observation]:
-    async def gather(bus: systemd.Bus) -> tuple[dict[str, systemd.UnitState], dict[int, int]]:
-        return await bus.units(["docker@*.service"]), await bus.user_sessions()
+    async def gather(
+        bus: systemd.Bus,
+    ) -> tuple[dict[str, systemd.UnitState], dict[int, int] | None]:
+        units = await bus.units(["docker@*.service"])
+        try:
+            return units, await bus.user_sessions()
+        except systemd.BusError as exc:  # logind down: nobody's sessions are known
+            log.log(f"reaper: login sessions unknown, every daemon is kept: {exc}",
+                    priority=log.WARNING, step="reap")  # fmt: skip
+            return units, None
 
     units, sessions = systemd.run(gather)
     ss = command.run([command.which("ss"), "-xnH", "state", "connected"], timeout=30)
@@ -119,9 +111,10 @@ def observe(allocations: list[Allocation]) -> list[Observation]:
         unit = units.get(a.tenant.service_unit)
         state = unit.active if unit else "inactive"
         seen.append(Observation(
-            user=a.user, uid=a.uid, daemon=state, sessions=sessions.get(a.uid, 0),
+            user=a.user, uid=a.uid, daemon=state,
+            sessions=None if sessions is None else sessions.get(a.uid, 0),
             connections=connections.get(str(a.tenant.socket), 0),
-            running_containers=_running_containers(a) if state == "active" else None,
+            running_containers=status.running_containers(a) if state == "active" else None,
             last_activity=activity.last(a.user),
         ))  # fmt: skip
     return seen
@@ -135,6 +128,7 @@ def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> l
     decisions = [decide(seen, config.reap, now) for seen in observe(allocations)]
     if dry_run:
         return decisions
+    _refresh_sizes(allocations)
     for decision in decisions:
         if decision.action not in (STOP, STOP_WITH_CONTAINERS):
             continue
@@ -152,6 +146,16 @@ def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> l
         log.log(f"reaper stopped the idle {what} ({reason}); its socket still listens",
                 priority=log.NOTICE, user=decision.user, step="reap")  # fmt: skip
     return decisions
+
+
+def _refresh_sizes(allocations: list[Allocation], budget: int = 20) -> None:
+    """Data-root sizes for `dtenant status`: those used since last measured, a few a pass."""
+    for allocation in [a for a in allocations if status.size_is_stale(a)][:budget]:
+        try:
+            status.measure_size(allocation)
+        except OSError as exc:
+            log.log(f"reaper: cannot measure the data-root: {exc}", priority=log.WARNING,
+                    user=allocation.user, step="reap")  # fmt: skip
 
 
 def as_dicts(decisions: list[Decision]) -> list[dict[str, Any]]:

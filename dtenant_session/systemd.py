@@ -117,6 +117,13 @@ class Bus:
         await self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, "DisableUnitFiles", "asb",
                         [units, False])  # fmt: skip
 
+    async def reset_failed(self, unit: str) -> None:
+        try:
+            await self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, "ResetFailedUnit", "s", [unit])
+        except BusError as exc:
+            if "NoSuchUnit" not in str(exc):  # never loaded: nothing to reset
+                raise
+
     async def reload_daemon(self) -> None:
         await self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, "Reload")
 

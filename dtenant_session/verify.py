@@ -436,6 +436,24 @@ def main_before_start(argv: list[str]) -> int:
     return 1 if findings else 0
 
 
+def check_account(allocation: Any) -> list[Finding]:
+    """The tenant's user still exists, with the uid the registry holds."""
+    import pwd
+
+    user, uid = allocation.user, allocation.uid
+    try:
+        now = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return [Finding(user, "account", f"user {user!r} (uid {uid}) no longer exists",
+                        advice=f"a renamed account takes its tenant along at its next login; "
+                        f"else `dtenant remove {user}` (keeps the data)")]  # fmt: skip
+    if now != uid:
+        return [Finding(user, "account", f"user {user!r} now has uid {now}, the registry "
+                        f"holds {uid}: another account with the same name?",
+                        advice=f"`dtenant remove {user}` before it logs in")]  # fmt: skip
+    return []
+
+
 def check_consistency(allocation: Any, config: Any, links: dict[str, set[str]]) -> list[Finding]:
     """Registry, generated files, units and the bridge agree for one tenant."""
     from dtenant_session import render
@@ -532,6 +550,7 @@ def verify_all(config: Any, only: str | None = None) -> Report:
     for allocation in chosen:
         user = allocation.user
         report.checked.append(user)
+        report.findings += check_account(allocation)
         report.findings += check_owner(user, allocation.uid)
         report.findings += check_filesystem(user, mounts)
         report.findings += check_locks(user, allowed_unit=allocation.tenant.service_unit)
