@@ -254,7 +254,10 @@ def _check(config: Config, merged: dict[str, dict[str, tuple[Any, str]]]) -> Non
     for section, key, check in checks:
         problem = check()
         if problem:
-            raise ConfigError(_origin(merged, section, key), f"{section}.{key}", problem)
+            origin = _origin(merged, section, key)
+            if origin == "(default)":  # a default is never the culprit: name what changed
+                origin = next((file for _, file in merged.get(section, {}).values()), origin)
+            raise ConfigError(origin, f"{section}.{key}", problem)
 
 
 def _at_least(value: int, minimum: int, name: str | None = None) -> str | None:

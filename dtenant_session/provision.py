@@ -8,6 +8,7 @@ started: the first docker command starts it through the socket.
 from __future__ import annotations
 
 import fcntl
+import grp
 import os
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from dtenant_session import (
+    command,
     files,
     lifecycle,
     network,
@@ -76,6 +78,15 @@ def _directories(allocation: Allocation) -> None:
     verify.write_owner_stamp(t.user, t.uid)
 
 
+def _tenant_group(slot: int) -> None:
+    """The group userns-remap names for the tenant's /etc/subgid ranges (subid.group_key)."""
+    name = subid.group_key(slot)
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        command.run([command.which("groupadd"), "--system", "--force", name], timeout=30)
+
+
 def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = False) -> Outcome:
     started = time.monotonic()
     account = tenant.lookup(user)
@@ -109,6 +120,7 @@ def _converge(
 ) -> None:
     t = allocation.tenant
     _directories(allocation)
+    _tenant_group(t.slot)
     for file in subid.ensure(t.user, t.uid, gid, t.slot, config.userns.subid_base):
         outcome.steps.append(f"mapped {t.user} in {file}")
     if files.write_if_changed(t.daemon_json, render.daemon_json(allocation, config)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -91,8 +92,16 @@ class Registry:
             )
         if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
             return f"registry {self.path} is locked by another process ({exc})"
-        if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
-            return f"registry {self.path}: no space left on its filesystem ({exc})"
+        if isinstance(exc, sqlite3.OperationalError) and (
+            "full" in str(exc) or "disk I/O" in str(exc)
+        ):
+            try:
+                room = os.statvfs(self.path.parent)
+                full = room.f_bavail == 0 or room.f_favail == 0
+            except OSError:
+                full = False
+            if full or "full" in str(exc):
+                return f"registry {self.path}: no space left on {self.path.parent} ({exc})"
         if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc):
             return f"registry {self.path} is read-only ({exc})"
         return f"registry {self.path}: {exc}"

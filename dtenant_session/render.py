@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from dtenant_session import paths
+from dtenant_session import paths, subid
 from dtenant_session.config import Config, Eligibility
 from dtenant_session.registry import Allocation
 
@@ -52,7 +52,7 @@ def daemon_config(allocation: Allocation, config: Config) -> dict[str, Any]:
         "live-restore": config.daemon.live_restore,
         # Container root is the user on the host; other container ids are the user's
         # subordinate ids (subid.py).
-        "userns-remap": tenant.user,
+        "userns-remap": f"{tenant.user}:{subid.group_key(tenant.slot)}",
         # The daemon and every container of the tenant in the tenant's own slice, whose
         # limits come from [limits]; containers in private cgroup namespaces.
         "exec-opts": ["native.cgroupdriver=systemd"],

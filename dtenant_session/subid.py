@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from dtenant_session.errors import DtenantError
@@ -63,15 +63,20 @@ def slot_range(user: str, slot: int, base: int) -> Range:
     return Range(user, base + (slot - 1) * RANGE_SIZE, RANGE_SIZE)
 
 
-def plan(text: str, user: str, own_id: int, fallback: Range, file: str) -> str | None:
-    """The new file content, or None when it already maps the user as wanted (pure)."""
+def plan(
+    text: str, user: str, own_id: int, fallback: Range, file: str, aliases: tuple[str, ...] = ()
+) -> str | None:
+    """The new file content, or None when it already maps `user` as wanted (pure).
+
+    `aliases`: other names of the same person, whose ranges `fallback` may repeat."""
     ranges = parse(text)
     mine = [r for r in ranges if r.name == user]
     own = Range(user, own_id, 1)
     wanted = [] if own in mine else [own]
     subordinate = [r for r in mine if r != own]
     if not subordinate:
-        clash = [r for r in ranges if r.name != user and r.overlaps(fallback)]
+        clash = [r for r in ranges
+                 if r.name != user and r.name not in aliases and r.overlaps(fallback)]  # fmt: skip
         if clash:
             raise SubidError(
                 f"{file}: the range {fallback.start}-{fallback.end} dtenant would give "
@@ -137,21 +142,55 @@ def _replace(file: str, content: str) -> None:
     os.replace(temporary, file)
 
 
+def _edit(file: str, change: Callable[[str], str | None]) -> bool:
+    with shadow_lock(file):
+        try:
+            with open(file) as stream:
+                text = stream.read()
+        except FileNotFoundError:
+            text = ""
+        content = change(text)
+        if content is None:
+            return False
+        _replace(file, content)
+        return True
+
+
+def group_key(slot: int) -> str:
+    """The group name a tenant daemon's userns-remap uses for /etc/subgid: one per tenant,
+    because users' primary groups are often shared ("users", "domain users")."""
+    return f"dtenant{slot}"
+
+
 def ensure(user: str, uid: int, gid: int, slot: int, base: int) -> list[str]:
-    """Give the user the mapping in both files; returns what changed."""
+    """Give the tenant its mapping in both files; returns the files that changed."""
     changed = []
-    for file, own_id in ((SUBUID, uid), (SUBGID, gid)):
-        with shadow_lock(file):
-            try:
-                with open(file) as stream:
-                    text = stream.read()
-            except FileNotFoundError:
-                text = ""
-            content = plan(text, user, own_id, slot_range(user, slot, base), file)
-            if content is not None:
-                _replace(file, content)
-                changed.append(file)
+    if _edit(SUBUID, lambda text: plan(text, user, uid, slot_range(user, slot, base), SUBUID)):
+        changed.append(SUBUID)
+    key = group_key(slot)
+
+    def groups(text: str) -> str | None:
+        # The user's own subordinate gids, if useradd gave some; else the slot's range.
+        own = [r for r in parse(text) if r.name == user and r.count > 1]
+        fallback = Range(key, own[0].start, own[0].count) if own else slot_range(key, slot, base)
+        return plan(text, key, gid, fallback, SUBGID, aliases=(user,))
+
+    if _edit(SUBGID, groups):
+        changed.append(SUBGID)
     return changed
+
+
+def rename(old: str, new: str) -> None:
+    """A renamed user keeps its ranges: files its containers wrote keep their owners."""
+    for file in (SUBUID, SUBGID):
+
+        def renamed(text: str) -> str | None:
+            lines = text.splitlines()
+            edited = [f"{new}:{line[len(old) + 1 :]}" if line.startswith(f"{old}:") else line
+                      for line in lines]  # fmt: skip
+            return None if edited == lines else "\n".join(edited) + "\n"
+
+        _edit(file, renamed)
 
 
 def mapped(user: str, file: str = SUBUID) -> list[Range]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,3 +93,25 @@ def outside(lab: host.Lab) -> str:
         " && ip netns exec outside /bin/busybox httpd -p 80 -h /srv/outside"
     )
     return OUTSIDE
+
+
+class Journal:
+    """dtenant's journal lines in a lab from now on (journalctl's --after-cursor with -t
+    missed entries in labs, hence counting lines)."""
+
+    def __init__(self, lab: host.Lab) -> None:
+        self.lab = lab
+        self.mark = len(self._lines())
+
+    def _lines(self) -> list[str]:
+        return self.lab.run(["journalctl", "-t", "dtenant", "--no-pager", "-o", "cat"]
+                            ).stdout.splitlines()  # fmt: skip
+
+    def since(self, expect: str, timeout: float = 10.0) -> str:
+        """The new lines, waiting a little for `expect` (journald writes asynchronously)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = "\n".join(self._lines()[self.mark :])
+            if expect in text or time.monotonic() > deadline:
+                return text
+            time.sleep(0.2)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import shlex
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,6 +12,7 @@ import pytest
 
 from dtenant_session import testimage
 from dtenant_session.lab import host
+from tests.sandbox.conftest import Journal
 
 IMAGE = testimage.IMAGE
 
@@ -220,47 +220,30 @@ def test_concurrent_first_logins(lab: host.Lab) -> None:
     assert lab.run(["dtenant", "registry", "check"]).returncode == 0
 
 
-def _dtenant_journal(lab: host.Lab) -> list[str]:
-    return lab.run(["journalctl", "-t", "dtenant", "--no-pager", "-o", "cat"]).stdout.splitlines()
-
-
-def _journal_since(lab: host.Lab, mark: int, expect: str) -> str:
-    """dtenant's journal lines after the first `mark` ones, waiting a little for `expect`
-    (journald writes what it receives asynchronously). journalctl's --after-cursor
-    combined with -t missed entries in the lab, hence counting lines."""
-    deadline = time.monotonic() + 10
-    while True:
-        text = "\n".join(_dtenant_journal(lab)[mark:])
-        if expect in text or time.monotonic() > deadline:
-            return text
-        time.sleep(0.2)
-
-
 def test_login_survives_an_unwritable_registry(lab: host.Lab) -> None:
     lab.add_account("dave")
-    mark = len(_dtenant_journal(lab))
+    journal = Journal(lab)
     lab.run(["mount", "--bind", "-o", "ro", "/var/lib/dtenant", "/var/lib/dtenant"])
     try:
         assert lab.ssh("dave", "echo in").stdout.strip() == "in"
     finally:
         lab.run(["umount", "/var/lib/dtenant"])
-    journal = _journal_since(lab, mark, "provisioning failed")
-    assert "provisioning failed" in journal
-    assert "registry" in journal
+    said = journal.since("provisioning failed")
+    assert "provisioning failed" in said
+    assert "registry" in said
     lab.ssh("dave", "true")  # the next login converges
     assert "dave" in _status(lab)
 
 
 def test_login_survives_a_stopped_bus(lab: host.Lab) -> None:
     lab.add_account("erin")
-    mark = len(_dtenant_journal(lab))
+    journal = Journal(lab)
     lab.run(["systemctl", "stop", "dbus.socket", "dbus.service"])
     try:
         assert lab.ssh("erin", "echo in", timeout=60).stdout.strip() == "in"
     finally:
         lab.run(["systemctl", "start", "dbus.socket", "dbus.service"])
         lab.run(["systemctl", "restart", "systemd-logind.service"])
-    journal = _journal_since(lab, mark, "system bus")
-    assert "system bus" in journal
+    assert "system bus" in journal.since("system bus")
     lab.ssh("erin", "true")
     assert _status(lab)["erin"]["socket_state"] == "listening"
