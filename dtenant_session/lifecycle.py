@@ -6,6 +6,7 @@ purge=True, which the administrator asked for by name.
 
 from __future__ import annotations
 
+import json
 import pwd
 import shutil
 from pathlib import Path
@@ -28,6 +29,9 @@ from dtenant_session.registry import Allocation, Registry
 from dtenant_session.tenant import Tenant
 
 
+REMOVED_MARK = "REMOVED"
+
+
 def stop_daemon(allocation: Allocation, config: Config, *, with_containers: bool) -> None:
     """Stop the tenant's daemon; its socket keeps listening.
 
@@ -42,7 +46,9 @@ def stop_daemon(allocation: Allocation, config: Config, *, with_containers: bool
 
         systemd.run(stop, timeout=120)
         return
-    settings = render.daemon_config(allocation, config)
+    # The daemon's own file with one change: what it holds stays exactly as it was.
+    original = t.daemon_json.read_text()
+    settings = json.loads(original)
     files.write_if_changed(t.daemon_json, render.json_text({**settings, "live-restore": False}))
     try:
 
@@ -54,7 +60,7 @@ def stop_daemon(allocation: Allocation, config: Config, *, with_containers: bool
 
         systemd.run(reload_and_stop, timeout=300)
     finally:
-        files.write_if_changed(t.daemon_json, render.daemon_json(allocation, config))
+        files.write_if_changed(t.daemon_json, original)
 
 
 def _release_units(t: Tenant) -> None:
@@ -127,6 +133,8 @@ def remove(user: str, config: Config, *, purge: bool) -> list[str]:
         shutil.rmtree(t.state_dir)
         steps.append(f"deleted {t.state_dir}: its images, containers and volumes")
     else:
+        # Kept on purpose: `dtenant verify` does not count it as a lost tenant.
+        (t.state_dir / REMOVED_MARK).write_text(f"removed by `dtenant remove {user}`\n")
         steps.append(f"kept {t.state_dir} (`dtenant provision {user}` would use it again)")
     log.log(f"tenant removed{' with its data' if purge else ''}", priority=log.NOTICE,
             user=user, step="remove")  # fmt: skip

@@ -8,7 +8,6 @@ started: the first docker command starts it through the socket.
 from __future__ import annotations
 
 import fcntl
-import grp
 import os
 import time
 from collections.abc import Iterator
@@ -16,7 +15,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from dtenant_session import (
-    command,
     files,
     lifecycle,
     network,
@@ -70,21 +68,13 @@ def tenant_lock(user: str, timeout: float) -> Iterator[None]:
 
 def _directories(allocation: Allocation) -> None:
     t = allocation.tenant
+    (t.state_dir / "REMOVED").unlink(missing_ok=True)  # provisioned again after a removal
     # o+x on every parent: userns-remapped daemons must traverse to their data-root.
     for directory in (paths.STATE_DIR, paths.TENANTS_DIR, t.state_dir, t.data_root,
                       paths.RUN_TENANTS_DIR, t.run_dir):  # fmt: skip
         os.makedirs(directory, mode=0o711, exist_ok=True)
         os.chmod(directory, 0o711)  # noqa: S103 - traversal only, no listing
     verify.write_owner_stamp(t.user, t.uid)
-
-
-def _tenant_group(slot: int) -> None:
-    """The group userns-remap names for the tenant's /etc/subgid ranges (subid.group_key)."""
-    name = subid.group_key(slot)
-    try:
-        grp.getgrnam(name)
-    except KeyError:
-        command.run([command.which("groupadd"), "--system", "--force", name], timeout=30)
 
 
 def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = False) -> Outcome:
@@ -120,10 +110,9 @@ def _converge(
 ) -> None:
     t = allocation.tenant
     _directories(allocation)
-    _tenant_group(t.slot)
     for file in subid.ensure(t.user, t.uid, gid, t.slot, config.userns.subid_base):
         outcome.steps.append(f"mapped {t.user} in {file}")
-    if files.write_if_changed(t.daemon_json, render.daemon_json(allocation, config)):
+    if files.write_if_changed(t.daemon_json, render.daemon_json(allocation, config, gid)):
         outcome.steps.append(f"wrote {t.daemon_json}")
     outcome.steps.append(f"firewall: {network.add_to_firewall(allocation, everyone, config)}")
     if network.write_bridge_files(allocation):

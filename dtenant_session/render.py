@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from dtenant_session import paths, subid
+from dtenant_session import paths
 from dtenant_session.config import Config, Eligibility
 from dtenant_session.registry import Allocation
 
@@ -31,7 +31,8 @@ def network(allocation: Allocation) -> str:
     )
 
 
-def daemon_config(allocation: Allocation, config: Config) -> dict[str, Any]:
+def daemon_config(allocation: Allocation, config: Config, gid: int) -> dict[str, Any]:
+    """`gid`: the user's primary group, the group half of userns-remap."""
     tenant = allocation.tenant
     owned: dict[str, Any] = {
         "bridge": tenant.bridge,
@@ -52,7 +53,9 @@ def daemon_config(allocation: Allocation, config: Config) -> dict[str, Any]:
         "live-restore": config.daemon.live_restore,
         # Container root is the user on the host; other container ids are the user's
         # subordinate ids (subid.py).
-        "userns-remap": f"{tenant.user}:{subid.group_key(tenant.slot)}",
+        # user:gid, not user alone: dockerd would want a group named like the user.
+        # Docker 20.10 reads /etc/subuid and /etc/subgid both by the user's name.
+        "userns-remap": f"{tenant.user}:{gid}",
         # The daemon and every container of the tenant in the tenant's own slice, whose
         # limits come from [limits]; containers in private cgroup namespaces.
         "exec-opts": ["native.cgroupdriver=systemd"],
@@ -71,8 +74,8 @@ def json_text(settings: dict[str, Any]) -> str:
     return json.dumps(settings, indent=2, sort_keys=True) + "\n"
 
 
-def daemon_json(allocation: Allocation, config: Config) -> str:
-    return json_text(daemon_config(allocation, config))
+def daemon_json(allocation: Allocation, config: Config, gid: int) -> str:
+    return json_text(daemon_config(allocation, config, gid))
 
 
 def _gate(rules: Eligibility) -> list[str]:

@@ -63,20 +63,15 @@ def slot_range(user: str, slot: int, base: int) -> Range:
     return Range(user, base + (slot - 1) * RANGE_SIZE, RANGE_SIZE)
 
 
-def plan(
-    text: str, user: str, own_id: int, fallback: Range, file: str, aliases: tuple[str, ...] = ()
-) -> str | None:
-    """The new file content, or None when it already maps `user` as wanted (pure).
-
-    `aliases`: other names of the same person, whose ranges `fallback` may repeat."""
+def plan(text: str, user: str, own_id: int, fallback: Range, file: str) -> str | None:
+    """The new file content, or None when it already maps `user` as wanted (pure)."""
     ranges = parse(text)
     mine = [r for r in ranges if r.name == user]
     own = Range(user, own_id, 1)
     wanted = [] if own in mine else [own]
     subordinate = [r for r in mine if r != own]
     if not subordinate:
-        clash = [r for r in ranges
-                 if r.name != user and r.name not in aliases and r.overlaps(fallback)]  # fmt: skip
+        clash = [r for r in ranges if r.name != user and r.overlaps(fallback)]
         if clash:
             raise SubidError(
                 f"{file}: the range {fallback.start}-{fallback.end} dtenant would give "
@@ -156,27 +151,18 @@ def _edit(file: str, change: Callable[[str], str | None]) -> bool:
         return True
 
 
-def group_key(slot: int) -> str:
-    """The group name a tenant daemon's userns-remap uses for /etc/subgid: one per tenant,
-    because users' primary groups are often shared ("users", "domain users")."""
-    return f"dtenant{slot}"
-
-
 def ensure(user: str, uid: int, gid: int, slot: int, base: int) -> list[str]:
-    """Give the tenant its mapping in both files; returns the files that changed."""
+    """Give the tenant its mapping in both files, keyed by the user's name (as Docker 20.10
+    reads them); returns the files that changed."""
+    fallback = slot_range(user, slot, base)
     changed = []
-    if _edit(SUBUID, lambda text: plan(text, user, uid, slot_range(user, slot, base), SUBUID)):
-        changed.append(SUBUID)
-    key = group_key(slot)
+    for file, own_id in ((SUBUID, uid), (SUBGID, gid)):
 
-    def groups(text: str) -> str | None:
-        # The user's own subordinate gids, if useradd gave some; else the slot's range.
-        own = [r for r in parse(text) if r.name == user and r.count > 1]
-        fallback = Range(key, own[0].start, own[0].count) if own else slot_range(key, slot, base)
-        return plan(text, key, gid, fallback, SUBGID, aliases=(user,))
+        def planned(text: str, file: str = file, own_id: int = own_id) -> str | None:
+            return plan(text, user, own_id, fallback, file)
 
-    if _edit(SUBGID, groups):
-        changed.append(SUBGID)
+        if _edit(file, planned):
+            changed.append(file)
     return changed
 
 

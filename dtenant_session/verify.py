@@ -456,11 +456,17 @@ def check_account(allocation: Any) -> list[Finding]:
 
 def check_consistency(allocation: Any, config: Any, links: dict[str, set[str]]) -> list[Finding]:
     """Registry, generated files, units and the bridge agree for one tenant."""
+    import pwd
+
     from dtenant_session import render
 
     t = allocation.tenant
+    try:
+        gid = pwd.getpwnam(t.user).pw_gid
+    except KeyError:
+        return []  # check_account reports it
     expected = {
-        t.daemon_json: render.daemon_json(allocation, config),
+        t.daemon_json: render.daemon_json(allocation, config, gid),
         t.netdev_file: render.netdev(allocation),
         t.network_file: render.network(allocation),
     }
@@ -508,6 +514,8 @@ def check_orphans(users: set[str], bridges: set[str]) -> list[Finding]:
         directories = set()
     for user in sorted(directories - users):
         where = f"{paths.TENANTS_DIR}/{user}"
+        if os.path.exists(f"{where}/REMOVED"):  # kept by `dtenant remove` on purpose
+            continue
         findings.append(
             Finding(
                 user,

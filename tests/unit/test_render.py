@@ -21,7 +21,7 @@ def test_networkd_files_match_the_interface_name() -> None:
 
 
 def test_daemon_json_isolates_every_per_daemon_resource() -> None:
-    daemon = json.loads(render.daemon_json(ALICE, Config()))
+    daemon = json.loads(render.daemon_json(ALICE, Config(), 1000))
     assert daemon["bridge"] == "dtenant3"
     assert daemon["data-root"] == "/var/lib/dtenant/tenants/alice/docker"
     assert daemon["exec-root"] == "/run/dtenant/tenants/alice/exec"
@@ -31,11 +31,12 @@ def test_daemon_json_isolates_every_per_daemon_resource() -> None:
     assert daemon["containerd-namespace"] == "dtenant3"
     assert daemon["containerd-plugins-namespace"] == "dtenant3-plugins"
     assert "hosts" not in daemon  # -H fd:// comes from the unit
+    assert daemon["userns-remap"] == "alice:1000"
 
 
 def test_extra_daemon_settings_never_override_owned_ones() -> None:
     config = Config(daemon=Daemon(extra={"log-driver": "journald"}))
-    daemon = json.loads(render.daemon_json(ALICE, config))
+    daemon = json.loads(render.daemon_json(ALICE, config, 1000))
     assert daemon["log-driver"] == "journald"
 
 

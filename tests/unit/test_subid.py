@@ -24,10 +24,3 @@ def test_a_fallback_range_never_overlaps_another() -> None:
     text = "dave:3000000000:100\n"
     with pytest.raises(subid.SubidError, match="overlaps dave:3000000000:100"):
         subid.plan(text, "carol", 2001, FALLBACK, "/etc/subuid")
-
-
-def test_a_group_key_repeats_the_users_range_without_a_clash() -> None:
-    text = "alice:100000:65536\n"
-    key = subid.Range("dtenant3", 100000, 65536)
-    planned = subid.plan(text, "dtenant3", 1001, key, "/etc/subgid", aliases=("alice",))
-    assert planned == "alice:100000:65536\ndtenant3:1001:1\ndtenant3:100000:65536\n"
