@@ -28,7 +28,6 @@ from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation, Registry
 from dtenant_session.tenant import Tenant
 
-
 REMOVED_MARK = "REMOVED"
 
 
