@@ -127,6 +127,7 @@ def remove(user: str, config: Config, *, purge: bool) -> list[str]:
         network.sync_firewall(registry.all(), config)
         steps.append("removed its firewall entries and its registry entry")
     stamp.forget(user)
+    t.socket.unlink(missing_ok=True)
     shutil.rmtree(t.run_dir, ignore_errors=True)
     if purge:
         shutil.rmtree(t.state_dir)

@@ -317,3 +317,20 @@ def test_check_login_reports_what_a_login_does(lab: host.Lab) -> None:
     assert report["session_opened"] is True
     assert report["docker_host"] == f"unix:///run/docker-{user}.sock"
     assert report["provisioned"] is True
+
+
+def test_remove_keeps_data_unless_purged_after_confirmation(lab: host.Lab) -> None:
+    user = new_user(lab, "gone")
+    login(lab, user)
+    state = f"/var/lib/dtenant/tenants/{user}"
+    refused = lab.run(["dtenant", "remove", user, "--purge"], input="not-the-name\n", check=False)
+    assert refused.returncode == 1
+    assert "not confirmed" in refused.stdout
+    assert user in lab.run(["dtenant", "status"]).stdout  # nothing happened
+    lab.run(["dtenant", "remove", user, "--purge", "--yes"])
+    assert lab.run(["test", "-e", state], check=False).returncode == 1
+    assert not provisioned(lab, user)
+    assert f"docker@{user}.socket" not in lab.run(
+        ["systemctl", "list-unit-files", "docker@*"]).stdout  # fmt: skip
+    report = json.loads(lab.run(["dtenant", "verify", "--json"], check=False).stdout)
+    assert [f for f in report["findings"] if user in f["problem"]] == []
