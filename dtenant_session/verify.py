@@ -400,10 +400,9 @@ def wait_for_bridge(user: str, timeout: float = 10.0) -> list[Finding]:
     if not os.path.exists(f"/sys/class/net/{bridge}"):
         # networkd makes it from the tenant's files; at boot it may not have got there
         # yet, after a deletion it needs a reload to notice.
-        import subprocess
+        from dtenant_session import command  # rare path: keep the common one light
 
-        subprocess.run(["/usr/bin/networkctl", "reload"], capture_output=True, check=False,
-                       timeout=timeout)  # fmt: skip
+        command.run([command.which("networkctl"), "reload"], check=False, timeout=timeout)
     while not os.path.exists(f"/sys/class/net/{bridge}"):
         if time.monotonic() > deadline:
             return [
