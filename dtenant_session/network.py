@@ -125,8 +125,7 @@ def sync_firewall(allocations: Sequence[Allocation], config: Config) -> None:
     """Replace dtenant's nftables table in one transaction; let tenant traffic forward."""
     ruleset = render.nft_ruleset(allocations, config.network.isolation)
     command.run([command.which("nft"), "-f", "-"], input=ruleset, timeout=30)
-    _enable_forwarding()
-    _accept_in_docker_user(config)
+    _let_tenant_traffic_through(config)
 
 
 def add_to_firewall(allocation: Allocation, everyone: Sequence[Allocation], config: Config) -> str:
@@ -137,9 +136,13 @@ def add_to_firewall(allocation: Allocation, everyone: Sequence[Allocation], conf
     if added.returncode != 0:
         sync_firewall(everyone, config)
         return "table rebuilt"
+    _let_tenant_traffic_through(config)
+    return "tenant added"
+
+
+def _let_tenant_traffic_through(config: Config) -> None:
     _enable_forwarding()
     _accept_in_docker_user(config)
-    return "tenant added"
 
 
 def _enable_forwarding() -> None:

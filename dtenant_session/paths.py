@@ -40,10 +40,5 @@ def activity_path(user: str) -> str:
     return f"{RUN_TENANTS_DIR}/{user}/activity"
 
 
-def authz_socket(user: str) -> str:
-    """The tenant's authorization plugin; Docker finds plugins by name in this directory."""
-    return f"/run/docker/plugins/{authz_plugin(user)}.sock"
-
-
 def authz_plugin(user: str) -> str:
     return f"dtenant-{user}"

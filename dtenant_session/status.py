@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from dtenant_session import activity, log, systemd
+from dtenant_session.authz import REAPER_AGENT
 from dtenant_session.registry import Allocation, Registry
 
 SIZE_EVERY = 3600.0
@@ -84,7 +85,7 @@ def running_containers(allocation: Allocation) -> int | None:
 
     try:
         client = docker.DockerClient(base_url=f"unix://{allocation.tenant.socket}", timeout=5,
-                                     user_agent="dtenant-reaper")  # fmt: skip
+                                     user_agent=REAPER_AGENT)  # fmt: skip
         try:
             return len(client.containers.list())
         finally:

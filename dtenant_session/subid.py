@@ -177,8 +177,3 @@ def rename(old: str, new: str) -> None:
             return None if edited == lines else "\n".join(edited) + "\n"
 
         _edit(file, renamed)
-
-
-def mapped(user: str, file: str = SUBUID) -> list[Range]:
-    with open(file) as stream:
-        return sorted((r for r in parse(stream.read()) if r.name == user), key=lambda r: r.start)

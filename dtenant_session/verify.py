@@ -116,12 +116,8 @@ def data_root(user: str) -> str:
 def write_owner_stamp(user: str, uid: int) -> None:
     """Claim a data-root for this host and tenant; an existing stamp is never replaced."""
     stamp = os.path.join(data_root(user), OWNER_STAMP)
-    if os.path.exists(stamp):
-        return
-    temporary = f"{stamp}.tmp"
-    with open(temporary, "w") as stream:
-        json.dump({**owner(user, uid), "created": time.time()}, stream)
-    os.replace(temporary, stamp)
+    if not os.path.exists(stamp):
+        _replace_json(stamp, {**owner(user, uid), "created": time.time()})
 
 
 def rewrite_owner_stamp(user: str, uid: int) -> None:
@@ -129,10 +125,14 @@ def rewrite_owner_stamp(user: str, uid: int) -> None:
     stamp = os.path.join(data_root(user), OWNER_STAMP)
     with open(stamp) as stream:
         content = json.load(stream)
-    temporary = f"{stamp}.tmp"
+    _replace_json(stamp, {**content, "user": user, "uid": uid})
+
+
+def _replace_json(path: str, content: dict[str, Any]) -> None:
+    temporary = f"{path}.tmp"
     with open(temporary, "w") as stream:
-        json.dump({**content, "user": user, "uid": uid}, stream)
-    os.replace(temporary, stamp)
+        json.dump(content, stream)
+    os.replace(temporary, path)
 
 
 def registered_tenants() -> dict[str, int]:
