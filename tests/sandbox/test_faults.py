@@ -247,11 +247,22 @@ def test_dockerd_killed_with_containers_running(lab: host.Lab) -> None:
     assert lab.ssh(user, "docker inspect -f '{{.State.Pid}}' keep").stdout.strip() == before
 
 
+def _log_out_everywhere(lab: host.Lab, user: str) -> None:
+    """No process of the user left (logind ends its user manager asynchronously), as
+    userdel and usermod -l require."""
+    lab.run(["loginctl", "terminate-user", user], check=False)
+    deadline = time.monotonic() + 20
+    while lab.run(["pgrep", "-u", user], check=False).returncode == 0:
+        assert time.monotonic() < deadline, f"processes of {user} survive"
+        lab.run(["pkill", "-KILL", "-u", user], check=False)
+        time.sleep(0.2)
+
+
 def test_a_deleted_user(lab: host.Lab) -> None:
     user = new_user(lab)
     login(lab, user)
     lab.ssh(user, "docker volume create kept-volume")
-    lab.run(["loginctl", "terminate-user", user], check=False)
+    _log_out_everywhere(lab, user)
     lab.run(["userdel", user])
     report = json.loads(lab.run(["dtenant", "verify", "--json"], check=False).stdout)
     assert any(f["tenant"] == user and "no longer exists" in f["problem"]
@@ -269,8 +280,8 @@ def test_a_renamed_user_keeps_everything(lab: host.Lab) -> None:
     lab.ssh(old, "docker volume create renamed-volume")
     slot = json.loads(lab.run(["dtenant", "status", old, "--json"]).stdout)[0]["slot"]
     new = old.replace("before", "after")
-    lab.run(["loginctl", "terminate-user", old], check=False)
-    lab.sh(f"pkill -KILL -u {old}; sleep 0.5; usermod -l {new} -d /home/{new} -m {old}"
+    _log_out_everywhere(lab, old)
+    lab.sh(f"usermod -l {new} -d /home/{new} -m {old}"
            f" && cp /root/.ssh/dtenant-lab/{old} /root/.ssh/dtenant-lab/{new}")  # fmt: skip
     converges(lab, new)
     assert "renamed-volume" in lab.ssh(new, "docker volume ls -q").stdout
