@@ -14,7 +14,8 @@ from dtenant_session import command, testimage
 from dtenant_session.lab import host
 
 CHECKOUT = Path(__file__).resolve().parents[2]
-LAB_NAME = "pytest"
+# DTENANT_LAB_NAME: several checkouts may run their sandbox tests side by side.
+LAB_NAME = os.environ.get("DTENANT_LAB_NAME", "pytest")
 ACCOUNTS = ("alice", "bob")
 
 
