@@ -78,3 +78,24 @@ def first_free_subnet(
         f"address pool {pool_key} = {pool} has no free /{prefix} left "
         f"({len(used)} allocated, {len(routed)} routes avoided): enlarge it or add capacity"
     )
+
+
+ID_BLOCK = 65536  # ids per tenant: a container's uids and gids 0..65535
+ID_LIMIT = 1 << 31  # stay below 2^31: some tools read ids as signed 32-bit numbers
+
+
+def first_free_id_block(base: int, taken: Iterable[int], avoid: Iterable[tuple[int, int]]) -> int:
+    """The first block of ID_BLOCK host ids at or above `base`, aligned on ID_BLOCK, that
+    starts no block in `taken` and overlaps no [first, last] range in `avoid` (ranges in
+    /etc/subuid and /etc/subgid of other owners, ids of kept data)."""
+    blocked = _Intervals([*((t, t + ID_BLOCK - 1) for t in taken), *avoid])
+    start = -(-base // ID_BLOCK) * ID_BLOCK
+    while start + ID_BLOCK <= ID_LIMIT:
+        blocker_end = blocked.first_overlap_end(start, start + ID_BLOCK - 1)
+        if blocker_end is None:
+            return start
+        start = (blocker_end // ID_BLOCK + 1) * ID_BLOCK
+    raise PoolExhausted(
+        f"no free block of {ID_BLOCK} ids between userns.subid_base = {base} and {ID_LIMIT}: "
+        "lower userns.subid_base or remove tenants with --purge"
+    )

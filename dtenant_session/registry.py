@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 
 from dtenant_session import allocate, paths
@@ -21,7 +21,10 @@ from dtenant_session.config import Network
 from dtenant_session.errors import DtenantError
 from dtenant_session.tenant import Tenant
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 2 added `home` (a rename is certain only with the same uid and home) and
+# `id_base` (the host id of the tenant's container root: 0 for a tenant of version 0.1,
+# whose data still carries the old mapping until it is shifted).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (
     user TEXT PRIMARY KEY,
@@ -29,14 +32,33 @@ CREATE TABLE IF NOT EXISTS tenants (
     slot INTEGER NOT NULL UNIQUE,
     bridge_subnet TEXT NOT NULL UNIQUE,
     networks_pool TEXT NOT NULL UNIQUE,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    home TEXT NOT NULL DEFAULT '',
+    id_base INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+COLUMNS = "user, uid, slot, bridge_subnet, networks_pool, created, home, id_base"
+INSERT = f"INSERT INTO tenants ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+UPGRADES = {
+    2: (
+        "ALTER TABLE tenants ADD COLUMN home TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE tenants ADD COLUMN id_base INTEGER NOT NULL DEFAULT 0",
+    ),
+}
 
 
 class RegistryError(DtenantError):
     pass
+
+
+@dataclass(frozen=True)
+class IdSpace:
+    """Where a new tenant's block of container ids may go: at or above `base`, clear of
+    every [first, last] range in `avoid`."""
+
+    base: int
+    avoid: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,6 +69,8 @@ class Allocation:
     bridge_subnet: str
     networks_pool: str
     created: float
+    home: str = ""
+    id_base: int = 0  # 0: not mapped yet (a tenant of version 0.1)
 
     @property
     def tenant(self) -> Tenant:
@@ -81,8 +105,30 @@ class Registry:
                 self._db.execute(
                     "INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
                 )
+            elif self._version() < SCHEMA_VERSION:
+                self._upgrade()
         except (sqlite3.Error, OSError) as exc:
             raise RegistryError(self._explain(exc)) from None
+
+    def _version(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        return int(row[0]) if row else 1
+
+    def _upgrade(self) -> None:
+        """Older schemas gain their new columns, once, under the write lock."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._version()
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in UPGRADES[target]:
+                    self._db.execute(statement)
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _explain(self, exc: Exception) -> str:
         if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
@@ -134,8 +180,7 @@ class Registry:
     def _rows(self, query: str, args: Iterable[object] = ()) -> list[Allocation]:
         try:
             cursor = self._db.execute(
-                "SELECT user, uid, slot, bridge_subnet, networks_pool, created FROM tenants "  # noqa: S608
-                + query,
+                f"SELECT {COLUMNS} FROM tenants " + query,  # noqa: S608
                 tuple(args),
             )
             return [Allocation(*row) for row in cursor.fetchall()]
@@ -156,11 +201,15 @@ class Registry:
         network: Network,
         avoid: Iterable[ipaddress.IPv4Network],
         busy_slots: Iterable[int] = (),
+        *,
+        home: str = "",
+        ids: IdSpace | None = None,
     ) -> Allocation:
         """The user's allocation, made now in one transaction if there is none yet.
 
         `avoid`: subnets routed on the host; `busy_slots`: slots whose bridge name a link
-        already has (a tenant the registry lost, after a purge or a rebuild)."""
+        already has (a tenant the registry lost, after a purge or a rebuild); `ids`: where
+        its container ids may go (None: decided later, by `map_ids`)."""
         avoid = list(avoid)
         busy = set(busy_slots)
         with self._write() as db:
@@ -187,13 +236,35 @@ class Registry:
                     (r.networks_pool for r in rows), avoid, pool_key="network.networks_pool",
                 ),
                 created=time.time(),
+                home=home,
+                id_base=self._free_id_block(rows, ids) if ids else 0,
             )  # fmt: skip
             db.execute(
-                "INSERT INTO tenants VALUES (?, ?, ?, ?, ?, ?)",
-                (allocation.user, allocation.uid, allocation.slot, allocation.bridge_subnet,
-                 allocation.networks_pool, allocation.created),
-            )  # fmt: skip
+                INSERT,
+                astuple(allocation),
+            )
             return allocation
+
+    @staticmethod
+    def _free_id_block(rows: list[Allocation], ids: IdSpace) -> int:
+        return allocate.first_free_id_block(ids.base, (r.id_base for r in rows if r.id_base),
+                                            ids.avoid)  # fmt: skip
+
+    def map_ids(self, user: str, ids: IdSpace) -> Allocation:
+        """Give a tenant that has none (one of version 0.1) its block of container ids."""
+        with self._write() as db:
+            existing = self.get(user)
+            if existing is None:
+                raise RegistryError(f"{user!r} is not a registered tenant")
+            if existing.id_base:
+                return existing
+            id_base = self._free_id_block(self.all(), ids)
+            db.execute("UPDATE tenants SET id_base = ? WHERE user = ?", (id_base, user))
+        return replace(existing, id_base=id_base)
+
+    def set_home(self, user: str, home: str) -> None:
+        with self._write() as db:
+            db.execute("UPDATE tenants SET home = ? WHERE user = ?", (home, user))
 
     def by_uid(self, uid: int) -> list[Allocation]:
         return self._rows("WHERE uid = ?", (uid,))
@@ -206,10 +277,10 @@ class Registry:
         """Put back an allocation as it was (recovery); conflicts are errors."""
         try:
             with self._write() as db:
-                db.execute("INSERT INTO tenants VALUES (?, ?, ?, ?, ?, ?)",
-                           (allocation.user, allocation.uid, allocation.slot,
-                            allocation.bridge_subnet, allocation.networks_pool,
-                            allocation.created))  # fmt: skip
+                db.execute(
+                    INSERT,
+                    astuple(allocation),
+                )
         except sqlite3.IntegrityError as exc:
             raise RegistryError(
                 f"{allocation.user}: conflicts with another tenant ({exc})"
@@ -238,4 +309,7 @@ class Registry:
         slots = [r.slot for r in rows]
         if len(slots) != len(set(slots)):
             found.append("two tenants share a slot")
+        bases = [r.id_base for r in rows if r.id_base]
+        if len(bases) != len(set(bases)):
+            found.append("two tenants share a block of container ids")
         return found

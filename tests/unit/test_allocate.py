@@ -46,3 +46,13 @@ def test_a_nearly_full_pool_still_finds_the_gap() -> None:
     subnets = [str(n) for n in ipaddress.IPv4Network("10.96.0.0/12").subnets(new_prefix=24)]
     chosen = allocate.first_free_subnet("10.96.0.0/12", 24, subnets[:3000], [], pool_key="k")
     assert chosen == subnets[3000]
+
+
+def test_id_blocks_are_aligned_and_stay_below_two_to_the_31() -> None:
+    block = allocate.ID_BLOCK
+    assert allocate.first_free_id_block(block + 1, [], []) == 2 * block
+    assert (
+        allocate.first_free_id_block(block, [block], [(2 * block + 5, 2 * block + 5)]) == 3 * block
+    )
+    with pytest.raises(allocate.PoolExhausted, match=r"userns\.subid_base"):
+        allocate.first_free_id_block(allocate.ID_LIMIT - block, [allocate.ID_LIMIT - block], [])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dtenant_session.config import Network
-from dtenant_session.registry import Registry, RegistryError
+from dtenant_session.registry import IdSpace, Registry, RegistryError
 
 NETWORK = Network(bridge_pool="10.96.0.0/16", networks_pool="10.128.0.0/12")
 
@@ -79,3 +79,36 @@ def test_a_corrupt_registry_says_how_to_recover(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="is corrupt") as caught:
         Registry(path)
     assert str(path) in str(caught.value)
+
+
+def test_a_registry_of_version_1_gains_home_and_id_base(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "r.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE tenants (user TEXT PRIMARY KEY, uid INTEGER NOT NULL, slot INTEGER NOT "
+        "NULL UNIQUE, bridge_subnet TEXT NOT NULL UNIQUE, networks_pool TEXT NOT NULL UNIQUE, "
+        "created REAL NOT NULL); CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema', '1');"
+        "INSERT INTO tenants VALUES ('alice', 1000, 1, '10.96.0.0/24', '10.128.0.0/20', 0);"
+    )
+    old.commit()
+    old.close()
+    with Registry(path) as registry:
+        alice = registry.get("alice")
+        assert alice is not None and (alice.home, alice.id_base) == ("", 0)
+        mapped = registry.map_ids("alice", IdSpace(base=1 << 20))
+        assert mapped.id_base == 1 << 20 == registry.get("alice").id_base  # type: ignore[union-attr]
+
+
+def test_id_blocks_are_distinct_and_clear_of_other_ranges(tmp_path: Path) -> None:
+    ids = IdSpace(base=1 << 20, avoid=((1 << 20, (1 << 20) + 10),))
+    with Registry(tmp_path / "r.sqlite3") as registry:
+        alice = registry.allocate("alice", 1000, NETWORK, [], home="/home/alice", ids=ids)
+        bob = registry.allocate("bob", 1001, NETWORK, [], ids=ids)
+        assert alice.home == "/home/alice"
+        assert (alice.id_base, bob.id_base) == ((1 << 20) + 65536, (1 << 20) + 2 * 65536)
+        registry.remove("alice")
+        assert registry.allocate("carol", 1002, NETWORK, [], ids=ids).id_base == alice.id_base
+        assert registry.problems() == []
