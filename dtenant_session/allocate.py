@@ -8,6 +8,7 @@ import socket
 from collections.abc import Iterable
 
 from dtenant_session.errors import DtenantError
+from dtenant_session.subid import ID_BLOCK
 
 
 class PoolExhausted(DtenantError):
@@ -80,7 +81,6 @@ def first_free_subnet(
     )
 
 
-ID_BLOCK = 65536  # ids per tenant: a container's uids and gids 0..65535
 ID_LIMIT = 1 << 31  # stay below 2^31: some tools read ids as signed 32-bit numbers
 
 

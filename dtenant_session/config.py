@@ -83,9 +83,10 @@ class Limits:
 
 @dataclass(frozen=True)
 class Userns:
-    # Tenants without a subordinate id range in /etc/subuid (directory users) get one of
-    # 65536 ids at subid_base + (slot - 1) * 65536: above every real uid.
-    subid_base: int = 3_000_000_000
+    # Each tenant's containers get a block of 65536 host ids of their own, the first
+    # free one at or above subid_base (clear of every range in /etc/subuid and
+    # /etc/subgid); blocks stay below 2^31. The default leaves room for 4096 tenants.
+    subid_base: int = 0x7000_0000
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ def _check(config: Config, merged: dict[str, dict[str, tuple[Any, str]]]) -> Non
         ("limits", "cpu_quota", lambda: _limit(config.limits.cpu_quota, r"\d+%")),
         ("limits", "tasks_max", lambda: _limit(config.limits.tasks_max, r"\d+|\d+%")),
         ("userns", "subid_base", lambda: None if 65536 <= config.userns.subid_base
-            <= 4_294_967_295 - 65536 else "must lie between 65536 and 2^32 - 65537"),
+            <= (1 << 31) - 65536 else "must lie between 65536 and 2^31 - 65536"),
         ("daemon", "extra", lambda: _no_reserved(config.daemon.extra)),
     ]  # fmt: skip
     for section, key, check in checks:

@@ -19,7 +19,6 @@ from dtenant_session import (
     paths,
     render,
     stamp,
-    subid,
     systemd,
     verify,
 )
@@ -101,7 +100,6 @@ def rename(old: Allocation, new_user: str, config: Config, registry: Registry) -
     source.rename(target)  # same filesystem: a rename, the data stays where it is
     shutil.rmtree(Path(paths.RUN_TENANTS_DIR) / old.user, ignore_errors=True)
     verify.rewrite_owner_stamp(new_user, old.uid)
-    subid.rename(old.user, new_user)
     registry.rename(old.user, new_user)
     log.log(f"tenant {old.user} renamed to {new_user} (uid {old.uid}); data moved to {target}",
             priority=log.NOTICE, user=new_user, step="rename")  # fmt: skip

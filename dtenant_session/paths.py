@@ -22,6 +22,7 @@ LOCKS_DIR = f"{RUN_DIR}/locks"
 RUN_TENANTS_DIR = f"{RUN_DIR}/tenants"
 
 NETWORKD_DIR = "/etc/systemd/network"
+SYSTEMD_DIR = "/etc/systemd/system"  # per-tenant drop-ins of docker@USER.{service,socket}
 HOOK = "/usr/lib/dtenant/pam-hook"
 PAM_PROFILE = "/usr/share/pam-configs/dtenant"
 

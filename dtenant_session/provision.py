@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from dtenant_session import (
     files,
+    idmap,
     lifecycle,
     network,
     paths,
@@ -24,11 +25,13 @@ from dtenant_session import (
     subid,
     systemd,
     tenant,
+    trust,
+    upgrade,
     verify,
 )
 from dtenant_session.config import Config
 from dtenant_session.errors import DtenantError
-from dtenant_session.registry import Allocation, Registry
+from dtenant_session.registry import Allocation, IdSpace, Registry
 
 
 class LockTimeout(DtenantError):
@@ -69,12 +72,41 @@ def tenant_lock(user: str, timeout: float) -> Iterator[None]:
 def _directories(allocation: Allocation) -> None:
     t = allocation.tenant
     (t.state_dir / "REMOVED").unlink(missing_ok=True)  # provisioned again after a removal
-    # o+x on every parent: userns-remapped daemons must traverse to their data-root.
-    for directory in (paths.STATE_DIR, paths.TENANTS_DIR, t.state_dir, t.data_root,
-                      paths.RUN_TENANTS_DIR, t.run_dir):  # fmt: skip
+    # Container root must traverse to its data-root; no login account may go further
+    # than the shared parents: the tenant's own directories admit only its container
+    # root's group.
+    for directory in (paths.STATE_DIR, paths.TENANTS_DIR, paths.RUN_TENANTS_DIR):
         os.makedirs(directory, mode=0o711, exist_ok=True)
         os.chmod(directory, 0o711)  # noqa: S103 - traversal only, no listing
+    for own in (t.state_dir, t.data_root, t.run_dir):
+        own.mkdir(mode=0o710, exist_ok=True)
+        os.chown(own, 0, t.id_base, follow_symlinks=False)
+        os.chmod(own, 0o710, follow_symlinks=False)  # noqa: S103 - its container root's group
+    # Made here as dockerd would make it: the shared directory it sits in is read-only
+    # to the daemon.
+    t.bundle_dir.mkdir(mode=0o700, exist_ok=True)
+    os.chown(t.bundle_dir, t.id_base, t.id_base, follow_symlinks=False)
+    os.chmod(t.bundle_dir, 0o700, follow_symlinks=False)
     verify.write_owner_stamp(t.user, t.uid)
+
+
+def id_space(config: Config) -> IdSpace:
+    """Where a new tenant's container ids may go: clear of every range in /etc/subuid
+    and /etc/subgid (a removed tenant's entries stay while its data is kept)."""
+    ranges = [r for file in (subid.SUBUID, subid.SUBGID) for r in subid.parse(subid.read(file))]
+    return IdSpace(config.userns.subid_base, tuple((r.start, r.end) for r in ranges))
+
+
+def bind_roots(config: Config, account: tenant.Account) -> list[str]:
+    """The user's bind roots as real paths: the only places of the host (besides its own
+    state) where the tenant's daemon may write."""
+    roots = []
+    for pattern in config.policy.bind_roots:
+        path = pattern.replace("{home}", account.home).replace("{user}", account.name)
+        resolved = trust.owned_directory(path, account.uid)
+        if resolved is not None:
+            roots.append(resolved)
+    return roots
 
 
 def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = False) -> Outcome:
@@ -93,32 +125,48 @@ def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = Fa
             if allocation is None or allocation.uid != account.uid:
                 allocation = registry.allocate(
                     user, account.uid, config.network, network.routed_subnets(),
-                    network.bridge_slots_in_use(),
+                    network.bridge_slots_in_use(), home=account.home, ids=id_space(config),
                 )  # fmt: skip
+            elif not allocation.id_base:
+                allocation = upgrade.map_tenant(registry, allocation, config, id_space(config))
             everyone = registry.all()
         outcome = Outcome(allocation)
         if renamed is not None:
             outcome.steps.append(f"renamed from {renamed.user}: data moved, same uid")
-        _converge(allocation, account.gid, everyone, config, outcome)
+        _converge(allocation, account, everyone, config, outcome)
         stamp.write(user)
     outcome.seconds = time.monotonic() - started
     return outcome
 
 
 def _converge(
-    allocation: Allocation, gid: int, everyone: list[Allocation], config: Config, outcome: Outcome
+    allocation: Allocation,
+    account: tenant.Account,
+    everyone: list[Allocation],
+    config: Config,
+    outcome: Outcome,
 ) -> None:
     t = allocation.tenant
+    if idmap.ensure(t):
+        outcome.steps.append(f"created {t.root_account} (uid and gid {t.id_base}), container root")
+    for file in subid.ensure(t.id_base, t.uid, account.gid):
+        outcome.steps.append(f"mapped {t.root_account} in {file}")
     _directories(allocation)
-    for file in subid.ensure(t.user, t.uid, gid, t.slot, config.userns.subid_base):
-        outcome.steps.append(f"mapped {t.user} in {file}")
-    if files.write_if_changed(t.daemon_json, render.daemon_json(allocation, config, gid)):
+    if files.write_if_changed(t.daemon_json, render.daemon_json(allocation, config), 0o600):
         outcome.steps.append(f"wrote {t.daemon_json}")
+    units_changed = files.write_if_changed(
+        t.service_dropin, render.service_dropin(allocation, bind_roots(config, account))
+    )
+    units_changed |= files.write_if_changed(t.socket_dropin, render.socket_dropin(allocation))
+    if units_changed:
+        outcome.steps.append(f"wrote {t.service_dropin} and {t.socket_dropin}")
     outcome.steps.append(f"firewall: {network.add_to_firewall(allocation, everyone, config)}")
     if network.write_bridge_files(allocation):
         outcome.steps.append(f"wrote networkd files for {t.bridge}")
 
     async def units(bus: systemd.Bus) -> None:
+        if units_changed:
+            await bus.reload_daemon()
         # A daemon that failed before: the explanation gives the socket back, and the
         # next start is not held back by the failures that came before.
         await bus.stop(f"dtenant-daemon-failed@{t.instance}.service")
@@ -128,4 +176,6 @@ def _converge(
 
     outcome.steps.append(f"bridge {t.bridge}: {network.ensure_bridge(allocation)}")
     systemd.run(units, timeout=config.hook.time_limit)
+    # A socket that was listening before its drop-in existed keeps its owner: set it.
+    os.chown(t.socket, t.uid, 0, follow_symlinks=False)
     outcome.steps.append(f"{t.socket_unit} enabled and listening")

@@ -74,7 +74,7 @@ class Allocation:
 
     @property
     def tenant(self) -> Tenant:
-        return Tenant(self.user, self.uid, self.slot)
+        return Tenant(self.user, self.uid, self.slot, self.id_base)
 
     @property
     def gateway(self) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from dtenant_session import paths
 from dtenant_session.config import Config, Eligibility
+from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation
 
 HEADER = "# Written by dtenant; local changes are overwritten.\n"
@@ -31,14 +33,15 @@ def network(allocation: Allocation) -> str:
     )
 
 
-def daemon_config(allocation: Allocation, config: Config, gid: int) -> dict[str, Any]:
-    """`gid`: the user's primary group, the group half of userns-remap."""
+def daemon_config(allocation: Allocation, config: Config) -> dict[str, Any]:
     tenant = allocation.tenant
     owned: dict[str, Any] = {
         "bridge": tenant.bridge,
         "data-root": str(tenant.data_root),
         "exec-root": str(tenant.exec_root),
         "pidfile": str(tenant.pidfile),
+        # /etc/docker is read-only to a tenant's daemon (docker@.service).
+        "deprecated-key-path": str(tenant.key_file),
         # dtenant owns forwarding, NAT and isolation in its own nftables table: every
         # dockerd start would rewrite the shared DOCKER* chains of the others.
         "iptables": False,
@@ -46,16 +49,12 @@ def daemon_config(allocation: Allocation, config: Config, gid: int) -> dict[str,
         "default-address-pools": [
             {"base": allocation.networks_pool, "size": config.network.network_prefix}
         ],
-        # Share the host's containerd, each tenant in namespaces of its own.
-        "containerd": "/run/containerd/containerd.sock",
-        "containerd-namespace": tenant.containerd_namespace,
-        "containerd-plugins-namespace": f"{tenant.containerd_namespace}-plugins",
-        "live-restore": config.daemon.live_restore,
-        # Container root is the user on the host; other container ids are the user's
-        # subordinate ids (subid.py).
-        # user:gid, not user alone: dockerd would want a group named like the user.
-        # Docker 20.10 reads /etc/subuid and /etc/subgid both by the user's name.
-        "userns-remap": f"{tenant.user}:{gid}",
+        # No "containerd": the host's is hidden from the daemon (docker@.service), so it
+        # runs one of its own, in its own mount namespace and in the tenant's slice; its
+        # shims and containers stop with the daemon, hence no live-restore.
+        "live-restore": False,
+        # Container root is the tenant's own system account, never a person (subid.py).
+        "userns-remap": f"{tenant.root_account}:{tenant.root_account}",
         # The daemon and every container of the tenant in the tenant's own slice, whose
         # limits come from [limits]; containers in private cgroup namespaces.
         "exec-opts": ["native.cgroupdriver=systemd"],
@@ -74,8 +73,40 @@ def json_text(settings: dict[str, Any]) -> str:
     return json.dumps(settings, indent=2, sort_keys=True) + "\n"
 
 
-def daemon_json(allocation: Allocation, config: Config, gid: int) -> str:
-    return json_text(daemon_config(allocation, config, gid))
+def daemon_json(allocation: Allocation, config: Config) -> str:
+    return json_text(daemon_config(allocation, config))
+
+
+def service_dropin(allocation: Allocation, writable: Sequence[str]) -> str:
+    """docker@USER.service for this tenant: the only places of the host its daemon (and
+    everything it starts) may write besides its own state are its bundle directory and
+    `writable`, the resolved bind roots (the user's home). Everywhere else a path a
+    tenant swaps for a symlink leads to a read-only file system (docker@.service)."""
+    t = allocation.tenant
+    binds = " ".join([unit_path(str(t.bundle_dir)), *(f"-{unit_path(p)}" for p in writable)])
+    return (
+        f"{HEADER}# The daemon of {t.user} (uid {t.uid}; container root {t.id_base}).\n"
+        f"[Service]\nBindPaths={binds}\n"
+    )
+
+
+def socket_dropin(allocation: Allocation) -> str:
+    """docker@USER.socket for this tenant: owned by its uid as a number (a user name
+    of digits would be read as another account's uid)."""
+    return f"{HEADER}[Socket]\nSocketUser={allocation.uid}\n"
+
+
+def unit_path(path: str) -> str:
+    """A path as one word of a unit file setting; anything systemd would read otherwise
+    (a ':' separates BindPaths sources from targets, '%' starts a specifier, spaces and
+    quotes split words) is refused rather than escaped."""
+    if not _UNIT_PATH.fullmatch(path):
+        raise DtenantError(f"path {path!r} cannot be handed to systemd (allowed: / and "
+                         "letters, digits, '.', '_', '-', '+', '@', ',', '=', '~')")  # fmt: skip
+    return path
+
+
+_UNIT_PATH = re.compile(r"/[A-Za-z0-9._/@+,=~-]*")
 
 
 def _gate(rules: Eligibility) -> list[str]:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from dtenant_session import command, files, network, paths, render, stamp, systemd
 from dtenant_session.config import Config
-from dtenant_session.registry import Registry
+from dtenant_session.errors import DtenantError
+from dtenant_session.registry import Allocation, Registry
 
 
 def apply(config: Config) -> list[str]:
@@ -29,8 +30,26 @@ def apply(config: Config) -> list[str]:
         steps.append(f"tenant slice limits written ({SLICE_LIMITS_DROPIN})")
     if reload:
         systemd.run(lambda bus: bus.reload_daemon())
+    steps += _upgrade_tenants(config, allocations)
     forgotten = stamp.clear_all()
     steps.append(f"{forgotten} tenants will converge to this configuration at their next login")
+    return steps
+
+
+def _upgrade_tenants(config: Config, allocations: list[Allocation]) -> list[str]:
+    """Tenants of version 0.1 get their own container ids now (a package upgrade runs
+    this), not at their users' next login; one that cannot is named and skipped."""
+    from dtenant_session import provision
+
+    steps = []
+    for allocation in allocations:
+        if allocation.id_base:
+            continue
+        try:
+            provision.ensure(allocation.user, config, force=True)
+            steps.append(f"{allocation.user}: moved to container ids of its own")
+        except DtenantError as exc:
+            steps.append(f"{allocation.user}: not moved yet ({exc}); its next login tries again")
     return steps
 
 

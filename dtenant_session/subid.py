@@ -1,15 +1,22 @@
-"""/etc/subuid and /etc/subgid for userns-remap, mapped as users expect.
+"""/etc/subuid and /etc/subgid: each tenant's own block of container ids, for userns-remap.
 
-The tenant daemon runs with `userns-remap: USER`. Docker maps container ids onto the
-user's ranges in these files, in order of their start. dtenant makes sure a tenant has
+Docker hands its remapped root daemon-private paths (layers, volumes, the fifo directory
+of the exec-root), so container root must be an id that nobody logs in as. Each tenant
+has a block of ID_BLOCK host ids of its own (the registry's id_base) and a system account
+that owns them (idmap.py); the tenant's daemon runs with `userns-remap` naming that
+account. Its entries here are keyed by the account's uid number, which Docker 20.10 looks
+up first (pkg/idtools: entries for the uid string, else for the name). shadow's newuidmap
+gives a login user only entries keyed by her own name or uid, so no user can map these
+ids into a namespace of her own. The map keeps the user's own id (Podman's keep-id):
 
-    USER:UID:1          container root is the user's own uid on the host
-    USER:START:COUNT    container uids 1.. land in a subordinate range of the user
+    ID:ID:U          container ids 0..U-1     -> host ID..ID+U-1   (root: ID, nobody)
+    ID:U:1           container id U           -> host U            (the user herself)
+    ID:ID+U+1:REST   container ids U+1..65535 -> host ID+U+1..
 
-(the same for groups with the primary gid). Local users usually have a subordinate
-range from useradd already; directory users (LDAP, SSSD) get one derived from their
-registry slot, above every real uid, never overlapping another range. Writes take
-shadow's own lock (/etc/subuid.lock) and replace the file atomically.
+where U is the user's uid (subuid) or primary gid (subgid), so `docker run --user
+$(id -u):$(id -g) -v ~/w:/w` writes files the user owns. A U outside the block gets the
+plain map ID:ID:65536. Docker builds its map in file order (pkg/idtools createIDMap).
+Writes take shadow's own lock (/etc/subuid.lock) and replace the file atomically.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from dtenant_session.errors import DtenantError
 
 SUBUID = "/etc/subuid"
 SUBGID = "/etc/subgid"
-RANGE_SIZE = 65536
+ID_BLOCK = 65536  # host ids of one tenant: its containers' uids and gids 0..65535
 LOCK_TIMEOUT = 5.0
 
 
@@ -58,37 +65,49 @@ def parse(text: str) -> list[Range]:
     return ranges
 
 
-def slot_range(user: str, slot: int, base: int) -> Range:
-    """A subordinate range for a tenant without one: from its registry slot."""
-    return Range(user, base + (slot - 1) * RANGE_SIZE, RANGE_SIZE)
+def keep_id_map(id_base: int, own: int) -> list[Range]:
+    """A tenant's entries in one file: keyed by `id_base` (its account's uid), with the
+    user's own id `own` kept at the same number inside the container (pure)."""
+    key = str(id_base)
+    if not 0 < own < ID_BLOCK:
+        return [Range(key, id_base, ID_BLOCK)]
+    ranges = [Range(key, id_base, own), Range(key, own, 1)]
+    rest = ID_BLOCK - own - 1
+    if rest:
+        ranges.append(Range(key, id_base + own + 1, rest))
+    return ranges
 
 
-def plan(text: str, user: str, own_id: int, fallback: Range, file: str) -> str | None:
-    """The new file content, or None when it already maps `user` as wanted (pure)."""
+def docker_selection(text: str, uid: int, name: str) -> list[Range]:
+    """The entries Docker 20.10 maps for the account (uid, name): those keyed by the uid
+    number, else those keyed by the name, in file order (pure)."""
     ranges = parse(text)
-    mine = [r for r in ranges if r.name == user]
-    own = Range(user, own_id, 1)
-    wanted = [] if own in mine else [own]
-    subordinate = [r for r in mine if r != own]
-    if not subordinate:
-        clash = [r for r in ranges if r.name != user and r.overlaps(fallback)]
-        if clash:
-            raise SubidError(
-                f"{file}: the range {fallback.start}-{fallback.end} dtenant would give "
-                f"{user!r} overlaps {clash[0].line()}; change userns.subid_base"
-            )
-        wanted.append(fallback)
-    if not wanted:
+    by_uid = [r for r in ranges if r.name == str(uid)]
+    return by_uid or [r for r in ranges if r.name == name]
+
+
+def plan(text: str, wanted: list[Range], file: str) -> str | None:
+    """The new file content, or None when the entries keyed like `wanted` are already
+    exactly `wanted`, in order (pure). No other entry may overlap the tenant's block."""
+    key = wanted[0].name
+    block = Range(key, int(key), ID_BLOCK)
+    ranges = parse(text)
+    clash = [r for r in ranges if r.name != key and r.overlaps(block)]
+    if clash:
+        raise SubidError(
+            f"{file}: {clash[0].line()} overlaps the container ids {block.start}-{block.end} "
+            f"of a tenant; move that entry or remove the tenant"
+        )
+    if [r for r in ranges if r.name == key] == wanted:
         return None
-    lines = text.splitlines()
-    if own in wanted:
-        # Before the user's other ranges: Docker maps container root from the first one.
-        position = next((i for i, line in enumerate(lines) if line.startswith(f"{user}:")),
-                        len(lines))  # fmt: skip
-        lines.insert(position, own.line())
-    if fallback in wanted:
-        lines.append(fallback.line())
-    return "\n".join(lines) + "\n"
+    kept = [line for line in text.splitlines() if line.split(":", 1)[0] != key]
+    return "\n".join([*kept, *(w.line() for w in wanted)]) + "\n"
+
+
+def without(text: str, lines: set[str]) -> str | None:
+    """The file without exactly these lines, or None when none is there (pure)."""
+    kept = [line for line in text.splitlines() if line.strip() not in lines]
+    return None if len(kept) == len(text.splitlines()) else "\n".join(kept) + "\n"
 
 
 @contextlib.contextmanager
@@ -137,43 +156,44 @@ def _replace(file: str, content: str) -> None:
     os.replace(temporary, file)
 
 
-def _edit(file: str, change: Callable[[str], str | None]) -> bool:
+def read(file: str) -> str:
+    try:
+        with open(file) as stream:
+            return stream.read()
+    except FileNotFoundError:
+        return ""
+
+
+def edit(file: str, change: Callable[[str], str | None]) -> bool:
     with shadow_lock(file):
-        try:
-            with open(file) as stream:
-                text = stream.read()
-        except FileNotFoundError:
-            text = ""
-        content = change(text)
+        content = change(read(file))
         if content is None:
             return False
         _replace(file, content)
         return True
 
 
-def ensure(user: str, uid: int, gid: int, slot: int, base: int) -> list[str]:
-    """Give the tenant its mapping in both files, keyed by the user's name (as Docker 20.10
-    reads them); returns the files that changed."""
-    fallback = slot_range(user, slot, base)
+def ensure(id_base: int, uid: int, gid: int) -> list[str]:
+    """Give a tenant its entries in both files; returns the files that changed."""
     changed = []
-    for file, own_id in ((SUBUID, uid), (SUBGID, gid)):
+    for file, own in ((SUBUID, uid), (SUBGID, gid)):
+        wanted = keep_id_map(id_base, own)
 
-        def planned(text: str, file: str = file, own_id: int = own_id) -> str | None:
-            return plan(text, user, own_id, fallback, file)
+        def planned(text: str, wanted: list[Range] = wanted, file: str = file) -> str | None:
+            return plan(text, wanted, file)
 
-        if _edit(file, planned):
+        if edit(file, planned):
             changed.append(file)
     return changed
 
 
-def rename(old: str, new: str) -> None:
-    """A renamed user keeps its ranges: files its containers wrote keep their owners."""
+def release(id_base: int) -> None:
+    """Drop a tenant's entries (its data is gone: `dtenant remove --purge`)."""
+    key = str(id_base)
     for file in (SUBUID, SUBGID):
 
-        def renamed(text: str) -> str | None:
-            lines = text.splitlines()
-            edited = [f"{new}:{line[len(old) + 1 :]}" if line.startswith(f"{old}:") else line
-                      for line in lines]  # fmt: skip
-            return None if edited == lines else "\n".join(edited) + "\n"
+        def dropped(text: str) -> str | None:
+            lines = {r.line() for r in parse(text) if r.name == key}
+            return without(text, lines) if lines else None
 
-        _edit(file, renamed)
+        edit(file, dropped)

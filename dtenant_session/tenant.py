@@ -11,6 +11,7 @@ from pathlib import Path
 from dtenant_session import paths
 from dtenant_session.config import Eligibility
 from dtenant_session.errors import DtenantError
+from dtenant_session.subid import ID_BLOCK
 
 # What dtenant accepts as a user name: what Debian's useradd --badname allows minus what
 # would be unsafe as a path component or a unit instance (no '/', no leading '.' or '-').
@@ -94,6 +95,13 @@ class Tenant:
     user: str
     uid: int
     slot: int
+    id_base: int = 0  # host id of container root (0: a tenant of 0.1 not yet mapped)
+
+    @property
+    def root_account(self) -> str:
+        """The system account that owns the tenant's container ids (its uid and gid are
+        id_base); userns-remap names it. Never a person, never a number."""
+        return f"_dtenant{self.id_base // ID_BLOCK}"
 
     @property
     def instance(self) -> str:
@@ -141,12 +149,32 @@ class Tenant:
         return Path(paths.RUN_TENANTS_DIR) / self.user
 
     @property
+    def bundle_dir(self) -> Path:
+        """Where dockerd keeps its containers' bundles and fifos: beside the run directory,
+        owned by container root. dockerd puts them there itself (libcontainerd's
+        prepareBundleDir) because the run directory is not world-traversable."""
+        return Path(f"{self.run_dir}.{self.id_base}.{self.id_base}")
+
+    @property
     def exec_root(self) -> Path:
         return self.run_dir / "exec"
 
     @property
     def pidfile(self) -> Path:
         return self.run_dir / "docker.pid"
+
+    @property
+    def key_file(self) -> Path:
+        """dockerd's identity key: its own, since /etc/docker is read-only to it."""
+        return self.state_dir / "key.json"
+
+    @property
+    def service_dropin(self) -> Path:
+        return Path(paths.SYSTEMD_DIR) / f"{self.service_unit}.d" / "50-dtenant.conf"
+
+    @property
+    def socket_dropin(self) -> Path:
+        return Path(paths.SYSTEMD_DIR) / f"{self.socket_unit}.d" / "50-dtenant.conf"
 
     @property
     def netdev_file(self) -> Path:

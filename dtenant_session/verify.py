@@ -455,17 +455,12 @@ def check_account(allocation: Any) -> list[Finding]:
 
 def check_consistency(allocation: Any, config: Any, links: dict[str, set[str]]) -> list[Finding]:
     """Registry, generated files, units and the bridge agree for one tenant."""
-    import pwd
-
     from dtenant_session import render
 
     t = allocation.tenant
-    try:
-        gid = pwd.getpwnam(t.user).pw_gid
-    except KeyError:
-        return []  # check_account reports it
     expected = {
-        t.daemon_json: render.daemon_json(allocation, config, gid),
+        t.daemon_json: render.daemon_json(allocation, config),
+        t.socket_dropin: render.socket_dropin(allocation),
         t.netdev_file: render.netdev(allocation),
         t.network_file: render.network(allocation),
     }

@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from dtenant_session import allocate
+from dtenant_session import allocate, subid
 
 
 def _net(text: str) -> ipaddress.IPv4Network:
@@ -49,7 +49,7 @@ def test_a_nearly_full_pool_still_finds_the_gap() -> None:
 
 
 def test_id_blocks_are_aligned_and_stay_below_two_to_the_31() -> None:
-    block = allocate.ID_BLOCK
+    block = subid.ID_BLOCK
     assert allocate.first_free_id_block(block + 1, [], []) == 2 * block
     assert (
         allocate.first_free_id_block(block, [block], [(2 * block + 5, 2 * block + 5)]) == 3 * block

@@ -3,12 +3,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from dtenant_session import render
 from dtenant_session.config import Config, Daemon, Eligibility
+from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation
 
 CHECKOUT = Path(__file__).resolve().parents[2]
-ALICE = Allocation("alice", 1000, 3, "10.96.2.0/24", "10.128.32.0/20", 0.0)
+ALICE = Allocation("alice", 1000, 3, "10.96.2.0/24", "10.128.32.0/20", 0.0, "/home/alice",
+                   1_879_179_264)  # fmt: skip
 BOB = Allocation("bob", 1001, 4, "10.96.3.0/24", "10.128.48.0/20", 0.0)
 
 
@@ -21,22 +25,24 @@ def test_networkd_files_match_the_interface_name() -> None:
 
 
 def test_daemon_json_isolates_every_per_daemon_resource() -> None:
-    daemon = json.loads(render.daemon_json(ALICE, Config(), 1000))
+    daemon = json.loads(render.daemon_json(ALICE, Config()))
     assert daemon["bridge"] == "dtenant3"
     assert daemon["data-root"] == "/var/lib/dtenant/tenants/alice/docker"
     assert daemon["exec-root"] == "/run/dtenant/tenants/alice/exec"
     assert daemon["pidfile"] == "/run/dtenant/tenants/alice/docker.pid"
     assert daemon["iptables"] is False
     assert daemon["default-address-pools"] == [{"base": "10.128.32.0/20", "size": 24}]
-    assert daemon["containerd-namespace"] == "dtenant3"
-    assert daemon["containerd-plugins-namespace"] == "dtenant3-plugins"
+    assert "containerd" not in daemon  # its own, in its own mount namespace
+    assert daemon["live-restore"] is False
+    assert daemon["deprecated-key-path"] == "/var/lib/dtenant/tenants/alice/key.json"
     assert "hosts" not in daemon  # -H fd:// comes from the unit
-    assert daemon["userns-remap"] == "alice:1000"
+    # Container root is the tenant's own account (block 28674), never the user.
+    assert daemon["userns-remap"] == "_dtenant28674:_dtenant28674"
 
 
 def test_extra_daemon_settings_never_override_owned_ones() -> None:
     config = Config(daemon=Daemon(extra={"log-driver": "journald"}))
-    daemon = json.loads(render.daemon_json(ALICE, config, 1000))
+    daemon = json.loads(render.daemon_json(ALICE, config))
     assert daemon["log-driver"] == "journald"
 
 
@@ -83,3 +89,15 @@ def test_nft_add_tenant_adds_only_its_own_pairs() -> None:
 def test_nft_ruleset_replaces_the_table_atomically() -> None:
     text = render.nft_ruleset([], "strict")
     assert text.startswith("table inet dtenant\ndelete table inet dtenant\ntable inet dtenant {")
+
+
+def test_unit_dropins_use_numbers_and_refuse_paths_systemd_would_misread() -> None:
+    assert render.socket_dropin(ALICE).endswith("[Socket]\nSocketUser=1000\n")
+    dropin = render.service_dropin(ALICE, ["/home/alice", "/scratch/alice"])
+    assert dropin.endswith(
+        "[Service]\nBindPaths=/run/dtenant/tenants/alice.1879179264.1879179264 -/home/alice "
+        "-/scratch/alice\n"
+    )
+    for bad in ("/home/a b", "/home/a:b", "/home/%i", '/home/"a"', "relative"):
+        with pytest.raises(DtenantError, match="cannot be handed to systemd"):
+            render.service_dropin(ALICE, [bad])

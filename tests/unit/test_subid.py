@@ -4,23 +4,50 @@ import pytest
 
 from dtenant_session import subid
 
-FALLBACK = subid.Range("carol", 3_000_000_000, 65536)
+BASE = 1_879_048_192
 
 
-def test_local_user_gets_own_id_before_its_range() -> None:
-    text = "alice:100000:65536\nbob:165536:65536\n"
-    planned = subid.plan(text, "alice", 1001, FALLBACK, "/etc/subuid")
-    assert planned == "alice:1001:1\nalice:100000:65536\nbob:165536:65536\n"
-    assert subid.plan(planned, "alice", 1001, FALLBACK, "/etc/subuid") is None
+def test_container_root_is_the_block_and_the_user_keeps_her_id() -> None:
+    assert [r.line() for r in subid.keep_id_map(BASE, 1001)] == [
+        f"{BASE}:{BASE}:1001",
+        f"{BASE}:1001:1",
+        f"{BASE}:{BASE + 1002}:64534",
+    ]
+    # 65536 container ids in all, root first and never the user's own uid.
+    ranges = subid.keep_id_map(BASE, 1001)
+    assert sum(r.count for r in ranges) == 65536 and ranges[0].start == BASE
 
 
-def test_directory_user_gets_a_range_from_its_slot() -> None:
-    planned = subid.plan("alice:100000:65536\n", "carol", 2001, FALLBACK, "/etc/subuid")
-    assert planned == "alice:100000:65536\ncarol:2001:1\ncarol:3000000000:65536\n"
-    assert subid.slot_range("carol", 3, 3_000_000_000).start == 3_000_131_072
+def test_an_id_outside_the_block_is_not_kept() -> None:
+    assert subid.keep_id_map(BASE, 70000) == [subid.Range(str(BASE), BASE, 65536)]
+    assert subid.keep_id_map(BASE, 65535)[-1] == subid.Range(str(BASE), 65535, 1)
 
 
-def test_a_fallback_range_never_overlaps_another() -> None:
-    text = "dave:3000000000:100\n"
-    with pytest.raises(subid.SubidError, match="overlaps dave:3000000000:100"):
-        subid.plan(text, "carol", 2001, FALLBACK, "/etc/subuid")
+def test_plan_appends_the_entries_once_and_replaces_stale_ones() -> None:
+    text = "alice:100000:65536\n"
+    wanted = subid.keep_id_map(BASE, 1001)
+    planned = subid.plan(text, wanted, "/etc/subuid")
+    assert planned is not None
+    assert planned.splitlines()[0] == "alice:100000:65536"
+    assert subid.plan(planned, wanted, "/etc/subuid") is None
+    moved = subid.plan(planned, subid.keep_id_map(BASE, 1002), "/etc/subuid")
+    assert moved is not None and f"{BASE}:1001:1" not in moved and f"{BASE}:1002:1" in moved
+
+
+def test_another_entry_in_the_block_is_refused() -> None:
+    with pytest.raises(subid.SubidError, match=f"carol:{BASE + 5}:10 overlaps"):
+        subid.plan(f"carol:{BASE + 5}:10\n", subid.keep_id_map(BASE, 1001), "/etc/subuid")
+
+
+def test_docker_takes_the_entries_of_the_uid_string_before_the_name() -> None:
+    # The user named "1002" (uid 1015) and bob (uid 1002): Docker maps bob with the
+    # entries keyed "1002", whoever wrote them. A tenant account's entries are keyed by
+    # its own uid, so they are the ones Docker takes for it.
+    text = "1002:100000:65536\nbob:165536:65536\n"
+    assert subid.docker_selection(text, 1002, "bob") == [subid.Range("1002", 100000, 65536)]
+    assert subid.docker_selection(text, 1003, "bob") == [subid.Range("bob", 165536, 65536)]
+
+
+def test_without_drops_exact_lines_only() -> None:
+    assert subid.without("a:1:1\nb:2:2\n", {"a:1:1"}) == "b:2:2\n"
+    assert subid.without("a:1:1\n", {"a:1:2"}) is None

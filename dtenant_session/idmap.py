@@ -1,0 +1,96 @@
+"""A tenant's container root: a system account that nobody logs in as.
+
+Its uid and gid are the tenant's id_base, the first id of the tenant's own block
+(subid.py); the tenant's daemon runs with `userns-remap` naming it, so everything Docker
+keeps for the tenant (layers, volumes, the exec-root's fifos) belongs to it and is out of
+every login account's reach. The account has no home, no shell, a locked password and
+no lastlog entry (a uid near 2^31 would make lastlog a huge sparse file).
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+
+from dtenant_session import command
+from dtenant_session.errors import DtenantError
+from dtenant_session.tenant import Tenant
+
+
+class AccountError(DtenantError):
+    pass
+
+
+def problems(t: Tenant) -> list[str]:
+    """What clashes with the tenant's container-root account (empty: it is fine, or it
+    is absent and its name and id are free)."""
+    name, ident = t.root_account, t.id_base
+    found = []
+    owners = {"user": _uid_of(name), "group": _gid_of(name)}
+    for kind, number in owners.items():
+        if number is not None and number != ident:
+            found.append(f"{kind} {name} exists with id {number}, not {ident}")
+    names = {"uid": _user_named(ident), "gid": _group_named(ident)}
+    for kind, holder in names.items():
+        if holder is not None and holder != name:
+            found.append(f"{kind} {ident} belongs to {holder!r}, not {name}")
+    return found
+
+
+def _uid_of(name: str) -> int | None:
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+
+
+def _gid_of(name: str) -> int | None:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def _user_named(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+def _group_named(gid: int) -> str | None:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return None
+
+
+def exists(t: Tenant) -> bool:
+    return _uid_of(t.root_account) == t.id_base
+
+
+def ensure(t: Tenant) -> bool:
+    """Create the account (and its group) unless it is there; True when created."""
+    clash = problems(t)
+    if clash:
+        raise AccountError(f"tenant {t.user}: container-root account: {'; '.join(clash)}")
+    if exists(t):
+        return False
+    name, ident = t.root_account, str(t.id_base)
+    if _gid_of(name) is None:
+        command.run([command.which("groupadd"), "--system", "--gid", ident, name], timeout=30)
+    command.run(
+        [command.which("useradd"), "--system", "--no-log-init", "--uid", ident, "--gid", ident,
+         "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+         "--comment", "dtenant container root", name],
+        timeout=30,
+    )  # fmt: skip
+    return True
+
+
+def remove(t: Tenant) -> None:
+    """Delete the account and its group (the tenant's data is gone)."""
+    if exists(t):
+        command.run([command.which("userdel"), t.root_account], timeout=30)
+    if _gid_of(t.root_account) is not None:
+        command.run([command.which("groupdel"), t.root_account], timeout=30)

@@ -1,0 +1,197 @@
+"""Moving a tenant's data from one container-id mapping to another, losing nothing.
+
+Version 0.1 mapped container root to the user's own uid; since 0.2 a tenant's container
+ids are a block of its own (subid.py). The files Docker keeps for the tenant (layers,
+volumes, container files) carry host ids of the old map; each is moved to the host id
+the same container id has in the new map. The user's own id U is kept at U inside the
+container by the new map, and was another container id's host id before, so the move
+takes two passes, each idempotent: (A) every old host id to `block + container id` (the
+block is clear of every old range, so a second run changes nothing), (B) `block + U` to
+U. A marker file records the old maps and the pass, so a move that is interrupted (a
+crash, a time limit) resumes where it was.
+
+chown clears set-user-ID and set-group-ID bits and file capabilities: both are put back,
+and a capability's root id (a host uid) moves with the map.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from dtenant_session.subid import ID_BLOCK, Range
+
+CAPABILITY = "security.capability"
+VFS_CAP_REVISION_3 = 0x03000000
+MARKER = ".dtenant-idshift"
+
+
+@dataclass(frozen=True)
+class IdMap:
+    """Docker's view of a map: (container id, host id, size) runs in file order."""
+
+    runs: tuple[tuple[int, int, int], ...]
+
+    @classmethod
+    def from_ranges(cls, ranges: list[Range]) -> IdMap:
+        runs, container = [], 0
+        for r in ranges:  # pkg/idtools createIDMap
+            runs.append((container, r.start, r.count))
+            container += r.count
+        return cls(tuple(runs))
+
+    def to_container(self, host: int) -> int | None:
+        for container, start, size in self.runs:
+            if start <= host < start + size:
+                return container + host - start
+        return None
+
+
+def pass_a(old: IdMap, block: int) -> Callable[[int], int]:
+    """Old host id -> block + its container id (ids the old map lacks stay as they are)."""
+
+    def move(host: int) -> int:
+        container = old.to_container(host)
+        return host if container is None or container >= ID_BLOCK else block + container
+
+    return move
+
+
+def pass_b(block: int, own: int) -> Callable[[int], int]:
+    """The parked user's own id -> the id itself."""
+
+    def move(host: int) -> int:
+        return own if 0 < own < ID_BLOCK and host == block + own else host
+
+    return move
+
+
+def capability_root(value: bytes, move: Callable[[int], int]) -> bytes:
+    """A security.capability value with its namespace root id moved (revision 3 only)."""
+    if len(value) == 24 and struct.unpack_from("<I", value)[0] & 0xFF000000 == VFS_CAP_REVISION_3:
+        (root,) = struct.unpack_from("<I", value, 20)
+        return value[:20] + struct.pack("<I", move(root))
+    return value
+
+
+def walk(top: str) -> Iterator[tuple[str, os.stat_result]]:
+    """Every entry under top (top included), iteratively, never following a symlink nor
+    leaving top's file system; the tree must be quiescent (its daemon stopped)."""
+    device = os.lstat(top).st_dev
+    pending = [top]
+    while pending:
+        directory = pending.pop()
+        info = os.lstat(directory)
+        yield directory, info
+        if info.st_dev != device:
+            continue
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                else:
+                    yield entry.path, entry.stat(follow_symlinks=False)
+
+
+def chown_tree(top: str, uid_move: Callable[[int], int], gid_move: Callable[[int], int]) -> int:
+    """Apply the moves to every entry under top; returns how many entries changed."""
+    changed = 0
+    for path, info in walk(top):
+        uid, gid = uid_move(info.st_uid), gid_move(info.st_gid)
+        if (uid, gid) != (info.st_uid, info.st_gid):
+            _chown_keeping_bits(path, info, uid, gid, uid_move)
+            changed += 1
+    return changed
+
+
+def _chown_keeping_bits(
+    path: str, info: os.stat_result, uid: int, gid: int, uid_move: Callable[[int], int]
+) -> None:
+    capability = None
+    if stat.S_ISREG(info.st_mode):
+        try:
+            capability = os.getxattr(path, CAPABILITY, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno not in (errno.ENODATA, errno.ENOTSUP):
+                raise
+    os.chown(path, uid, gid, follow_symlinks=False)
+    if stat.S_ISLNK(info.st_mode):
+        return
+    if info.st_mode & (stat.S_ISUID | stat.S_ISGID):
+        os.chmod(path, stat.S_IMODE(info.st_mode))
+    if capability is not None:
+        os.setxattr(path, CAPABILITY, capability_root(capability, uid_move))
+
+
+@dataclass
+class Move:
+    """One tenant's move, as recorded in its marker."""
+
+    source: str  # the old state directory's name, "UID.GID"
+    old_uids: list[Range]
+    old_gids: list[Range]
+    block: int
+    own_uid: int
+    own_gid: int
+    done_a: bool = False
+
+    def save(self, data_root: str) -> None:
+        content = {**self.__dict__}
+        content["old_uids"] = [r.line() for r in self.old_uids]
+        content["old_gids"] = [r.line() for r in self.old_gids]
+        temporary = os.path.join(data_root, f"{MARKER}.tmp")
+        with open(temporary, "w") as stream:
+            json.dump(content, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, os.path.join(data_root, MARKER))
+
+    @classmethod
+    def load(cls, data_root: str) -> Move | None:
+        try:
+            with open(os.path.join(data_root, MARKER)) as stream:
+                content = json.load(stream)
+        except FileNotFoundError:
+            return None
+
+        def ranges(lines: list[str]) -> list[Range]:
+            return [Range(name, int(start), int(count))
+                    for name, start, count in (line.split(":") for line in lines)]  # fmt: skip
+
+        content["old_uids"] = ranges(content["old_uids"])
+        content["old_gids"] = ranges(content["old_gids"])
+        return cls(**content)
+
+
+def run(data_root: str, move: Move) -> None:
+    """Carry out (or resume) a recorded move; the state directory ends up as
+    `block.block`, where Docker looks for it under the new map."""
+    move.save(data_root)
+    source = os.path.join(data_root, move.source)
+    if not move.done_a:
+        chown_tree(source, pass_a(IdMap.from_ranges(move.old_uids), move.block),
+                   pass_a(IdMap.from_ranges(move.old_gids), move.block))  # fmt: skip
+        move.done_a = True
+        move.save(data_root)
+    chown_tree(source, pass_b(move.block, move.own_uid), pass_b(move.block, move.own_gid))
+    os.rename(source, os.path.join(data_root, f"{move.block}.{move.block}"))
+    os.unlink(os.path.join(data_root, MARKER))
+
+
+def state_dirs(data_root: str) -> list[str]:
+    """Docker's per-map state directories ("UID.GID") under a data-root."""
+    try:
+        names = os.listdir(data_root)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if _is_pair(n))
+
+
+def _is_pair(name: str) -> bool:
+    first, dot, second = name.partition(".")
+    return bool(dot) and first.isdigit() and second.isdigit()
