@@ -25,6 +25,15 @@ from typing import Any
 
 Decision = tuple[bool, str]
 Resolve = Callable[[str], str]  # host path -> real path, as the daemon would reach it
+Inspect = Callable[[str], bytes]  # container name or id -> the daemon's inspect (JSON)
+
+
+@dataclass(frozen=True)
+class Lookups:
+    """What the policy asks of the world, injected so that it stays pure and testable."""
+
+    resolve: Resolve
+    container: Inspect
 
 
 class Denied(Exception):
@@ -218,31 +227,31 @@ def _body(request: dict[str, Any], endpoint: str) -> Any:
     return parse_json(raw)
 
 
-def authorize(request: dict[str, Any], rules: Rules, tenant: Tenant, resolve: Resolve) -> Decision:
+def authorize(request: dict[str, Any], rules: Rules, tenant: Tenant, look: Lookups) -> Decision:
     try:
         method = str(request.get("RequestMethod", "")).upper()
         path, query = normalise(str(request.get("RequestUri", "")))
-        _check(method, path, query, request, rules, tenant, resolve)
+        _check(method, path, query, request, rules, tenant, look)
     except Denied as denied:
         return False, f"dtenant: {denied.reason}"
     return True, ""
 
 
 # Write endpoints a tenant may use; those with a checker get their request examined.
-Checker = Callable[[dict[str, Any], dict[str, list[str]], Rules, Tenant, Resolve], None]
+Checker = Callable[[dict[str, Any], dict[str, list[str]], Rules, Tenant, Lookups], None]
 
 
 def _check(
     method: str, path: str, query: dict[str, list[str]], request: dict[str, Any],
-    rules: Rules, tenant: Tenant, resolve: Resolve,
+    rules: Rules, tenant: Tenant, look: Lookups,
 ) -> None:  # fmt: skip
-    if method in ("GET", "HEAD"):
-        return
     for pattern, methods, checker in ENDPOINTS:
         if method in methods and pattern.match(path):
             if checker is not None:
-                checker(request, query, rules, tenant, resolve)
+                checker(request, query, rules, tenant, look)
             return
+    if method in ("GET", "HEAD"):
+        return
     for prefix, what in FORBIDDEN:
         if path == prefix or path.startswith(prefix + "/"):
             raise Denied(f"{what} is not available to tenants")
@@ -253,10 +262,10 @@ def _check(
 
 
 def _container_create(request: dict[str, Any], _q: Any, rules: Rules, tenant: Tenant,
-                      resolve: Resolve) -> None:  # fmt: skip
+                      look: Lookups) -> None:  # fmt: skip
     body = struct(_body(request, "container create"), "the container config", CONFIG_FIELDS)
     host = struct(body.get("hostconfig"), "HostConfig", HOST_CONFIG_FIELDS)
-    _host_config(host, rules, tenant, resolve)
+    _host_config(host, rules, tenant, look.resolve)
     networking = struct(body.get("networkingconfig"), "NetworkingConfig", NETWORKING_FIELDS)
     for name in mapping(networking.get("endpointsconfig"), "EndpointsConfig"):
         if name == "host":
@@ -393,14 +402,64 @@ def _mount(mount: dict[str, Any], tenant: Tenant, resolve: Resolve) -> None:
 
 
 def _container_update(request: dict[str, Any], _q: Any, rules: Rules, _t: Tenant,
-                      _r: Resolve) -> None:  # fmt: skip
+                      _look: Lookups) -> None:  # fmt: skip
     _resources(struct(_body(request, "container update"), "the update", UPDATE_FIELDS),
                rules=rules)  # fmt: skip
 
 
-def _container_start(request: dict[str, Any], *_: Any) -> None:
+def _container_start(request: dict[str, Any], _q: Any, rules: Rules, tenant: Tenant,
+                     look: Lookups) -> None:  # fmt: skip
     if request.get("RequestBody") and _body(request, "container start") not in (None, _Pairs()):
         raise Denied("a host config at container start is not allowed")
+    # Docker uses bind sources at start (it creates a missing -v source, as root): the
+    # container as stored is checked again, against the paths and the rules of now.
+    _stored_host_config(_stored(request, look), rules, tenant, look.resolve)
+
+
+def _container_archive(request: dict[str, Any], _q: Any, _rules: Rules, _t: Tenant,
+                       look: Lookups) -> None:  # fmt: skip
+    """docker cp: the daemon mounts the container's binds itself, as root, following
+    whatever their sources have become; a container with binds has its files in the
+    user's own directories anyway."""
+    host = _stored(request, look)
+    binds = [entry for entry in texts(host.get("binds"), "Binds") if entry.startswith("/")]
+    mounts = [folded(m, "Mounts[]") for m in items(host.get("mounts"), "Mounts")]
+    if binds or any(text(m.get("type"), "Mount.Type") == "bind" for m in mounts):
+        raise Denied("docker cp is not available for containers with bind mounts: copy "
+                     "the files in your own directories instead")  # fmt: skip
+
+
+def _stored(request: dict[str, Any], look: Lookups) -> dict[str, Any]:
+    """The HostConfig the daemon holds for the container the request names, its keys
+    folded to lower case."""
+    path, _ = normalise(str(request.get("RequestUri", "")))
+    name = path.split("/")[2]
+    try:
+        inspected = parse_json(look.container(name))
+    except OSError as exc:
+        raise Denied(f"cannot check container {name!r} ({exc})") from None
+    return folded(folded(inspected, "the container").get("hostconfig"), "HostConfig")
+
+
+def folded(value: Any, where: str) -> dict[str, Any]:
+    """An object the daemon wrote: keys folded to lower case, any key allowed."""
+    if value is None:
+        return {}
+    if not isinstance(value, _Pairs):
+        raise Denied(f"{where} must be an object")
+    return {key.lower(): item for key, item in value}
+
+
+def _stored_host_config(stored: dict[str, Any], rules: Rules, tenant: Tenant,
+                        resolve: Resolve) -> None:  # fmt: skip
+    """A host config as the daemon stored it: the rules of create, where the daemon's own
+    defaults (fields it fills in, default masked paths) are not the tenant's doing."""
+    known = {key: value for key, value in stored.items() if key in HOST_CONFIG_FIELDS}
+    for key, option in (("maskedpaths", "MaskedPaths"), ("readonlypaths", "ReadonlyPaths")):
+        if known.pop(key, None) == []:
+            raise Denied(f"changing {option} (--security-opt systempaths=unconfined) is not "
+                         "allowed")  # fmt: skip
+    _host_config(known, rules, tenant, resolve)
 
 
 def _exec_create(request: dict[str, Any], *_: Any) -> None:
@@ -437,7 +496,7 @@ def _volume_create(request: dict[str, Any], *_: Any) -> None:
 
 
 def _network_create(request: dict[str, Any], _q: Any, _rules: Rules, tenant: Tenant,
-                    _r: Resolve) -> None:  # fmt: skip
+                    _look: Lookups) -> None:  # fmt: skip
     body = struct(_body(request, "network create"), "the network config", NETWORK_FIELDS)
     driver = text(body.get("driver"), "Driver")
     if driver not in ("", "bridge"):
@@ -486,6 +545,7 @@ def _p(pattern: str) -> re.Pattern[str]:
 
 
 WRITE, DELETE = frozenset({"POST", "PUT"}), frozenset({"DELETE"})
+READ = frozenset({"GET", "HEAD"})
 ENDPOINTS: list[tuple[re.Pattern[str], frozenset[str], Checker | None]] = [
     (_p("/containers/create"), WRITE, _container_create),
     (_p("/containers/[^/]+/update"), WRITE, _container_update),
@@ -493,7 +553,7 @@ ENDPOINTS: list[tuple[re.Pattern[str], frozenset[str], Checker | None]] = [
     (_p("/containers/[^/]+/exec"), WRITE, _exec_create),
     (_p("/containers/[^/]+/(stop|restart|kill|pause|unpause|rename|resize|attach|wait)"),
      WRITE, None),
-    (_p("/containers/[^/]+/archive"), WRITE, None),
+    (_p("/containers/[^/]+/archive"), WRITE | READ, _container_archive),
     (_p("/containers/prune"), WRITE, None),
     (_p("/containers/[^/]+"), DELETE, None),
     (_p("/exec/[^/]+/(start|resize)"), WRITE, None),

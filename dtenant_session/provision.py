@@ -49,7 +49,7 @@ class Outcome:
 @contextmanager
 def tenant_lock(user: str, timeout: float) -> Iterator[None]:
     """One provisioning per tenant at a time (a second login waits, then finds it done)."""
-    os.makedirs(paths.LOCKS_DIR, exist_ok=True)
+    os.makedirs(paths.LOCKS_DIR, mode=0o700, exist_ok=True)
     fd = os.open(f"{paths.LOCKS_DIR}/{user}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = time.monotonic() + timeout

@@ -43,7 +43,7 @@ def is_current(user: str) -> bool:
 
 
 def write(user: str) -> None:
-    os.makedirs(paths.STAMPS_DIR, exist_ok=True)
+    os.makedirs(paths.STAMPS_DIR, mode=0o700, exist_ok=True)
     temporary = os.path.join(paths.STAMPS_DIR, f".{user}.tmp")
     with open(temporary, "w") as stream:
         stream.write(f"provisioned by dtenant {__version__}\n")

@@ -165,7 +165,7 @@ def test_the_socket_cannot_be_replaced_by_its_user(lab: host.Lab, alice: str) ->
     assert lab.run(["test", "-S", "/run/docker-alice.sock"]).returncode == 0
 
 
-# -- user namespaces ------------------------------------------------------------------------
+# -- user namespaces: container root is nobody, the user keeps her own id ------------------
 
 
 def _host_uid(lab: host.Lab, pid: str) -> str:
@@ -173,54 +173,178 @@ def _host_uid(lab: host.Lab, pid: str) -> str:
     return lab.run(["stat", "-c", "%u", f"/proc/{pid}"]).stdout.strip()
 
 
-def test_container_root_is_the_user_on_the_host(lab: host.Lab, alice: str) -> None:
-    uid = lab.run(["id", "-u", "alice"]).stdout.strip()
-    lab.ssh("alice", f"rm -f ~/data/made-by-root; docker run --rm -v ~/data:/d {IMAGE} "
-            "touch /d/made-by-root")  # fmt: skip
-    owner = lab.run(["stat", "-c", "%u", "/home/alice/data/made-by-root"]).stdout.strip()
-    assert owner == uid
+def _ids(lab: host.Lab, user: str) -> tuple[int, int]:
+    uid, gid = lab.run(["id", "-u", user]).stdout.strip(), lab.run(["id", "-g", user]).stdout
+    return int(uid), int(gid.strip())
+
+
+def _logins(lab: host.Lab) -> dict[int, str]:
+    """uid -> name of every passwd entry with a login shell."""
+    entries = [line.split(":") for line in lab.run(["getent", "passwd"]).stdout.splitlines()]
+    return {int(e[2]): e[0] for e in entries if not e[6].endswith(("nologin", "false"))}
+
+
+def test_container_root_is_an_id_nobody_logs_in_as(lab: host.Lab, alice: str) -> None:
     lab.ssh(
         "alice", f"docker rm -f ps1 >/dev/null 2>&1; docker run -d --name ps1 {IMAGE} sleep 300"
     )
     try:
         pid = lab.ssh("alice", "docker inspect -f '{{.State.Pid}}' ps1").stdout.strip()
-        assert lab.run(["ps", "-o", "uid=", "-p", pid]).stdout.strip() == uid  # host's ps
+        root = int(_host_uid(lab, pid))
+        gid = int(lab.run(["stat", "-c", "%g", f"/proc/{pid}"]).stdout)
     finally:
         lab.ssh("alice", "docker rm -f ps1", check=False)
-
-
-def test_other_container_uids_are_in_the_users_range(lab: host.Lab, alice: str) -> None:
-    ranges = [line.split(":") for line in lab.run(["cat", "/etc/subuid"]).stdout.splitlines()
-              if line.startswith("alice:")]  # fmt: skip
-    subordinate = [(int(start), int(count)) for _, start, count in ranges if count != "1"]
-    lab.ssh("alice", f"docker rm -f ps2 >/dev/null 2>&1; docker run -d --name ps2 --user 1000 "
-            f"{IMAGE} sleep 300")  # fmt: skip
+    assert root not in _logins(lab) and root >= 65536
+    groups = [line.split(":") for line in lab.run(["getent", "group"]).stdout.splitlines()]
+    members = {int(g[2]): g[3] for g in groups}
+    assert members.get(gid, "") == ""  # no user is in container root's group
+    account = lab.run(["getent", "passwd", str(root)]).stdout.split(":")
+    assert account[0].startswith("_dtenant") and account[6].strip() == "/usr/sbin/nologin"
+    # and it is alice's alone: bob's container root is another id
+    lab.ssh("bob", f"docker rm -f ps1 >/dev/null 2>&1; docker run -d --name ps1 {IMAGE} sleep 300")
     try:
-        pid = lab.ssh("alice", "docker inspect -f '{{.State.Pid}}' ps2").stdout.strip()
-        host_uid = int(_host_uid(lab, pid))
-        start, count = subordinate[0]
-        assert host_uid == start + 999
-        assert start <= host_uid < start + count
+        pid = lab.ssh("bob", "docker inspect -f '{{.State.Pid}}' ps1").stdout.strip()
+        assert abs(int(_host_uid(lab, pid)) - root) >= 65536
     finally:
-        lab.ssh("alice", "docker rm -f ps2", check=False)
+        lab.ssh("bob", "docker rm -f ps1", check=False)
 
 
-def test_a_directory_user_gets_a_range_from_the_registry(lab: host.Lab) -> None:
+def test_the_user_keeps_her_own_id_inside_the_container(lab: host.Lab, alice: str) -> None:
+    uid, gid = _ids(lab, "alice")
+    lab.ssh("alice", "mkdir -p ~/w && rm -f ~/w/mine ~/w/roots && docker run --rm "
+            f"--user \"$(id -u):$(id -g)\" -v ~/w:/w {IMAGE} touch /w/mine && "
+            f"docker run --rm -v ~/w:/w {IMAGE} touch /w/roots")  # fmt: skip
+    mine = lab.run(["stat", "-c", "%u %g", "/home/alice/w/mine"]).stdout.split()
+    assert mine == [str(uid), str(gid)]
+    roots = int(lab.run(["stat", "-c", "%u", "/home/alice/w/roots"]).stdout)
+    assert roots not in _logins(lab)
+    # The user can still remove what container root wrote in her directory.
+    lab.ssh("alice", "rm -f ~/w/roots ~/w/mine")
+
+
+def test_subuid_entries_are_keyed_by_the_accounts_uid(lab: host.Lab, alice: str) -> None:
+    uid, _ = _ids(lab, "alice")
+    subuid = lab.run(["cat", "/etc/subuid"]).stdout.splitlines()
+    mine = [line for line in subuid if line.split(":")[1] == str(uid) and line.endswith(":1")]
+    assert len(mine) == 1
+    key = mine[0].split(":")[0]
+    account = lab.run(["getent", "passwd", key]).stdout.split(":")
+    assert key.isdigit() and account[0].startswith("_dtenant")
+    # 0.1's line (the user's own uid as container root, keyed by her name) is gone
+    assert f"alice:{uid}:1" not in subuid
+
+
+def _tar_with_devices() -> bytes:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, kind, major, minor in (("dev/vda", tarfile.BLKTYPE, 254, 0),
+                                         ("dev/kmsg", tarfile.CHRTYPE, 1, 11)):  # fmt: skip
+            info = tarfile.TarInfo(name)
+            info.type, info.devmajor, info.devminor, info.mode = kind, major, minor, 0o666
+            tar.addfile(info)
+        fifo = tarfile.TarInfo("tmp/fifo")
+        fifo.type, fifo.mode = tarfile.FIFOTYPE, 0o666
+        tar.addfile(fifo)
+    return buffer.getvalue()
+
+
+def test_nothing_docker_keeps_is_within_the_users_reach(lab: host.Lab, alice: str) -> None:
+    lab.ssh("alice", "docker import - devices:latest", input=_tar_with_devices())
+    lab.ssh("alice", "docker rm -f keep >/dev/null 2>&1; docker volume create kv >/dev/null; "
+            "docker network create kn >/dev/null 2>&1; "
+            f"docker run -d --name keep --network kn -v kv:/v {IMAGE} sleep 300; "
+            f"mkdir -p ~/bld && printf 'FROM {IMAGE}\\nRUN echo x > /x\\n' > ~/bld/Dockerfile && "
+            "DOCKER_BUILDKIT=0 docker build -q -t kb ~/bld")  # fmt: skip
+    try:
+        uid, gid = _ids(lab, "alice")
+        # As root: nothing is owned by alice or writable by anyone but its owner's ids.
+        found = lab.run(["find", "/run/dtenant", "/var/lib/dtenant", "/run/docker",
+                         "(", "-uid", str(uid), "-o", "-gid", str(gid), ")",
+                         "-print"], check=False).stdout  # fmt: skip
+        assert found.strip() == ""
+        # As alice: nothing past the shared parents can be listed or reached.
+        reach = lab.ssh("alice", "find /run/dtenant /var/lib/dtenant -mindepth 1 2>/dev/null; "
+                        "ls -d /var/lib/dtenant/tenants/alice/docker/*/overlay2 "
+                        "/run/dtenant/tenants/alice/exec 2>&1", check=False)  # fmt: skip
+        assert "Permission denied" in reach.stdout
+        listed = [line for line in reach.stdout.splitlines() if not line.startswith("ls:")]
+        assert listed == [], listed
+        # The device nodes exist in the layer, but only container root's ids own them.
+        nodes = lab.run(["find", "/var/lib/dtenant/tenants/alice", "-path", "*/diff/dev/vda",
+                         "-printf", "%u\n"]).stdout.split()  # fmt: skip
+        assert nodes and all(owner.startswith("_dtenant") for owner in nodes)
+    finally:
+        lab.ssh("alice", "docker rm -f keep; docker volume rm kv; docker network rm kn; "
+                "docker rmi devices kb", check=False)  # fmt: skip
+
+
+def test_a_directory_user_without_ranges_gets_its_own_block(lab: host.Lab) -> None:
     lab.add_account("ldapuser")
     lab.run(["sed", "-i", "/^ldapuser:/d", "/etc/subuid", "/etc/subgid"])  # as SSSD users have
     load_image(lab, "ldapuser")
-    subuid = [line for line in lab.run(["cat", "/etc/subuid"]).stdout.splitlines()
-              if line.startswith("ldapuser:")]  # fmt: skip
-    uid = lab.run(["id", "-u", "ldapuser"]).stdout.strip()
-    assert subuid[0] == f"ldapuser:{uid}:1"
-    start = int(subuid[1].split(":")[1])
-    assert start >= 3_000_000_000
+    uid, _ = _ids(lab, "ldapuser")
     lab.ssh("ldapuser", f"docker run -d --name rr --user 5 {IMAGE} sleep 300")
     try:
         pid = lab.ssh("ldapuser", "docker inspect -f '{{.State.Pid}}' rr").stdout.strip()
-        assert int(_host_uid(lab, pid)) == start + 4
+        host_uid = int(_host_uid(lab, pid))
+        key = next(line.split(":")[0] for line in lab.run(["cat", "/etc/subuid"]).stdout.split()
+                   if line.endswith(f":{uid}:1"))  # fmt: skip
+        assert host_uid == int(key) + 5
     finally:
         lab.ssh("ldapuser", "docker rm -f rr", check=False)
+
+
+def test_tenant_files_are_not_world_readable(lab: host.Lab, alice: str) -> None:
+    mode = lab.run(["stat", "-c", "%a %U", "/var/lib/dtenant/tenants/alice/daemon.json"])
+    assert mode.stdout.split() == ["600", "root"]
+    assert lab.ssh("alice", "cat /var/lib/dtenant/tenants/alice/daemon.json",
+                   check=False).returncode != 0  # fmt: skip
+
+
+# -- the daemon writes nowhere but its own places ----------------------------------------
+
+
+def _gone(lab: host.Lab, *paths: str) -> None:
+    for path in paths:
+        assert lab.run(["test", "-e", path], check=False).returncode == 1, path
+
+
+def test_a_bind_source_swapped_between_create_and_start_creates_nothing(
+    lab: host.Lab, alice: str
+) -> None:
+    lab.ssh("bob", "true")
+    swaps = [("/etc", "/etc/nologin"), ("/home/bob", "/home/bob/x"), ("/run", "/run/x"),
+             ("/var/lib/dtenant/tenants/bob", "/var/lib/dtenant/tenants/bob/x"),
+             ("/usr/lib/dtenant", "/usr/lib/dtenant/x")]  # fmt: skip
+    for target, created in swaps:
+        name = created.rsplit("/", 1)[1]
+        script = (f"rm -rf ~/sw; mkdir -p ~/sw; docker rm -f sw >/dev/null 2>&1; "
+                  f"docker create --name sw -v ~/sw/{name}:/x {IMAGE} true >/dev/null && "
+                  f"rm -rf ~/sw && ln -s {target} ~/sw && docker start sw")  # fmt: skip
+        lab.ssh("alice", script, check=False)
+        _gone(lab, created)
+    lab.ssh("alice", "docker rm -f sw; rm -f ~/sw", check=False)
+
+
+def test_a_swap_race_never_creates_etc_nologin(lab: host.Lab, alice: str) -> None:
+    script = f"""
+        rm -rf ~/race; mkdir ~/race
+        ( end=$(($(date +%s) + 20)); while [ $(date +%s) -lt $end ]; do
+            rm -rf ~/race.tmp; mkdir ~/race.tmp; mv -T ~/race.tmp ~/race 2>/dev/null
+            ln -sfn /etc ~/race.tmp && mv -T ~/race.tmp ~/race 2>/dev/null
+          done ) &
+        for i in $(seq 25); do
+            docker run --rm -v ~/race/nologin:/x {IMAGE} true >/dev/null 2>&1
+        done
+        wait
+    """
+    lab.ssh("alice", script, check=False, timeout=300)
+    _gone(lab, "/etc/nologin")
+    lab.ssh("alice", "rm -rf ~/race ~/race.tmp", check=False)
+    assert lab.ssh("bob", "true").returncode == 0  # logins still work
 
 
 # -- everyday work and limits ---------------------------------------------------------------

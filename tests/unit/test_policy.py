@@ -29,8 +29,26 @@ def request(method: str, uri: str, body: Any = None, raw: bytes | None = None) -
     return req
 
 
+# What the fake daemon holds: containers by name, as `docker inspect` shows them.
+STORED: dict[str, dict[str, Any]] = {
+    "abc": {"Id": "abc", "HostConfig": {"Binds": ["/home/alice/data:/d"], "Privileged": False,
+                                        "MaskedPaths": ["/proc/kcore"], "Runtime": "runc"}},
+    "plain": {"Id": "plain", "HostConfig": {"Binds": None, "Mounts": [
+        {"Type": "volume", "Source": "v", "Target": "/v"}]}},
+}  # fmt: skip
+
+
+def container(name: str) -> bytes:
+    if name not in STORED:
+        raise OSError("the daemon answered 404")
+    return json.dumps(STORED[name]).encode()
+
+
+LOOKUPS = policy.Lookups(resolve=resolve, container=container)
+
+
 def decide(req: dict[str, Any]) -> tuple[bool, str]:
-    return policy.authorize(req, RULES, TENANT, resolve)
+    return policy.authorize(req, RULES, TENANT, LOOKUPS)
 
 
 def create(host: dict[str, Any] | None = None, **config: Any) -> dict[str, Any]:
@@ -165,3 +183,33 @@ def test_paths_are_normalised_like_the_router() -> None:
 )  # fmt: skip
 def test_other_endpoints(req: dict[str, Any], words: list[str]) -> None:
     denied(req, *words)
+
+
+@pytest.mark.parametrize(
+    ("host", "words"),
+    [
+        ({"Binds": ["/home/alice/etc-link/x:/x"]}, ["really /etc/x"]),
+        ({"Binds": ["/etc:/x"]}, ["bind mount of /etc"]),
+        ({"Mounts": [{"Type": "bind", "Source": "/home/bob", "Target": "/x"}]}, ["/home/bob"]),
+        ({"Privileged": True}, ["--privileged"]),
+        ({"MaskedPaths": []}, ["systempaths"]),
+    ],
+)
+def test_a_start_checks_the_container_as_stored_now(host: dict[str, Any], words: list[str]) -> None:
+    STORED["stale"] = {"Id": "stale", "HostConfig": host}
+    allowed, message = decide(request("POST", "/v1.41/containers/stale/start"))
+    assert not allowed
+    for word in words:
+        assert word in message
+
+
+def test_a_start_of_a_container_that_cannot_be_inspected_is_denied() -> None:
+    allowed, message = decide(request("POST", "/v1.41/containers/nosuch/start"))
+    assert not allowed and "cannot check container 'nosuch'" in message
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT"])
+def test_docker_cp_is_denied_for_containers_with_binds_only(method: str) -> None:
+    allowed, message = decide(request(method, "/v1.41/containers/abc/archive?path=/d"))
+    assert not allowed and "docker cp is not available" in message
+    assert decide(request(method, "/v1.41/containers/plain/archive?path=/v"))[0]
