@@ -4,6 +4,7 @@ reinstall, purge; lintian; and the install.sh path from a checkout."""
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from tests.sandbox.conftest import CHECKOUT, build_deb, load_image
 IMAGE = testimage.IMAGE
 NAME = "pytest-deb"
 UPGRADE = "0.1.0+upgrade1"
+# The last commit of version 0.1 (container root mapped to the user): the upgrade path
+# from it must keep every tenant's images, containers and volumes.
+PREVIOUS = "e7800df7efc4dd3e88160e6029bd8a478435233d"
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +107,65 @@ def test_the_package_lifecycle(bare_lab: host.Lab, debs: tuple[Path, Path]) -> N
     assert ".dtenant-owner" in lab.run(["ls", "-a", "/var/lib/dtenant/tenants/pkguser/docker"]
                                        ).stdout.split()  # fmt: skip
     assert kept
+
+
+@pytest.fixture(scope="module")
+def previous_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """dtenant 0.1 built from its commit in this checkout's history."""
+    source = tmp_path_factory.mktemp("dtenant-0.1")
+    unpack = f"git -C {shlex.quote(str(CHECKOUT))} archive {PREVIOUS} | tar -C {source} -xf -"
+    command.run(["/bin/sh", "-c", unpack], timeout=120)
+    out = CHECKOUT / "dist" / "previous"
+    built = command.run([str(source / "packaging" / "build-deb"), "--version", "0.1.0~old",
+                         str(out)], timeout=900).stdout.strip().splitlines()  # fmt: skip
+    return Path(built[-1])
+
+
+def test_an_upgrade_from_0_1_keeps_data_and_moves_it_to_the_tenants_own_ids(
+    bare_lab: host.Lab, previous_deb: Path, debs: tuple[Path, Path]
+) -> None:
+    lab = bare_lab
+    lab.run(["dpkg", "--purge", "dtenant"])  # whatever an earlier test left
+    _apt(lab, "install", str(previous_deb))
+    lab.add_account("olduser")
+    load_image(lab, "olduser")
+    uid = lab.run(["id", "-u", "olduser"]).stdout.strip()
+    setup = f"""
+        set -e
+        docker volume create data >/dev/null
+        docker run --rm -v data:/v {IMAGE} sh -c 'echo kept > /v/f && chown 1000:1000 /v/f &&
+            cp /bin/busybox /v/suid && chmod 4755 /v/suid && mkdir -p /v/deep/a/b &&
+            touch /v/deep/a/b/c'
+        docker run -d --name svc --restart unless-stopped -v data:/v {IMAGE} sleep 3600 >/dev/null
+        docker create --name idle {IMAGE} true >/dev/null
+        docker inspect -f '{{{{.Id}}}}' svc
+    """
+    service = lab.ssh("olduser", setup).stdout.split()[-1]
+    assert f"olduser:{uid}:1" in lab.run(["cat", "/etc/subuid"]).stdout  # 0.1's map
+
+    _apt(lab, "install", str(debs[0]))
+
+    # The data is all there, with the same ids inside the containers as before.
+    check = f"""
+        docker ps -a --format '{{{{.Names}}}}' | sort | tr '\\n' ' '; echo
+        docker run --rm -v data:/v {IMAGE} sh -c 'cat /v/f; stat -c "%u:%g %a" /v/f /v/suid
+            /v/deep/a/b/c'
+        docker images -q {IMAGE}
+    """
+    lines = lab.ssh("olduser", check).stdout.splitlines()
+    assert lines[0].split() == ["idle", "svc"]
+    assert lines[1:5] == ["kept", "1000:1000 644", "0:0 4755", "0:0 644"]
+    assert lines[5]
+    # Its restart policy brought the container back.
+    running = lab.ssh("olduser", "sleep 2; docker ps -q --no-trunc").stdout.split()
+    assert service in running
+    # The map is the new one: container root is the tenant's own account.
+    pid = lab.ssh("olduser", "docker inspect -f '{{.State.Pid}}' svc").stdout.strip()
+    root = lab.run(["stat", "-c", "%U", f"/proc/{pid}"]).stdout.strip()
+    assert root.startswith("_dtenant")
+    assert f"olduser:{uid}:1" not in lab.run(["cat", "/etc/subuid"]).stdout
+    owners = lab.run(["find", "/var/lib/dtenant/tenants/olduser", "-uid", uid]).stdout
+    assert owners.strip() == ""
 
 
 def test_install_script_from_a_checkout(bare_lab: host.Lab) -> None:

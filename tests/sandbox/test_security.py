@@ -329,6 +329,43 @@ def test_a_bind_source_swapped_between_create_and_start_creates_nothing(
     lab.ssh("alice", "docker rm -f sw; rm -f ~/sw", check=False)
 
 
+def test_a_start_checks_the_binds_as_they_are_now(lab: host.Lab, alice: str) -> None:
+    lab.ssh("alice", "rm -rf ~/st; mkdir ~/st; docker rm -f st >/dev/null 2>&1; "
+            f"docker create --name st -v ~/st:/x {IMAGE} true >/dev/null; "
+            "rm -rf ~/st; ln -s /etc ~/st")  # fmt: skip
+    try:
+        _denied(lab, "docker start st", "really /etc")
+    finally:
+        lab.ssh("alice", "docker rm -f st; rm -f ~/st", check=False)
+
+
+def test_a_policy_change_reaches_containers_made_before(lab: host.Lab, alice: str) -> None:
+    lab.ssh("alice", f"mkdir -p ~/data; docker rm -f old >/dev/null 2>&1; "
+            f"docker create --name old -v ~/data:/d {IMAGE} true")  # fmt: skip
+    lab.run(["mkdir", "-p", "/etc/dtenant/dtenant.toml.d", "/scratch"])
+    dropin = "/etc/dtenant/dtenant.toml.d/60-test-binds.toml"
+    lab.run(["tee", dropin], input='[policy]\nbind_roots = ["/scratch/{user}"]\n')
+    try:
+        lab.run(["dtenant", "setup"])
+        _denied(lab, "docker start old", "only paths under /scratch/alice")
+    finally:
+        lab.run(["rm", "-f", dropin])
+        lab.run(["dtenant", "setup"])
+        lab.ssh("alice", "docker rm -f old", check=False)
+
+
+def test_docker_cp_cannot_read_through_a_swapped_bind(lab: host.Lab, alice: str) -> None:
+    lab.ssh("alice", f"rm -rf ~/cp; mkdir ~/cp; docker rm -f cp1 >/dev/null 2>&1; "
+            f"docker run -d --name cp1 -v ~/cp:/c {IMAGE} sleep 300 >/dev/null; "
+            "rm -rf ~/cp; ln -s /etc ~/cp")  # fmt: skip
+    try:
+        result = lab.ssh("alice", "docker cp cp1:/c/shadow - | head -c 300", check=False)
+        assert "root:" not in result.stdout
+        _denied(lab, "docker cp cp1:/c/shadow -", "docker cp is not available")
+    finally:
+        lab.ssh("alice", "docker rm -f cp1; rm -f ~/cp", check=False)
+
+
 def test_a_swap_race_never_creates_etc_nologin(lab: host.Lab, alice: str) -> None:
     script = f"""
         rm -rf ~/race; mkdir ~/race
