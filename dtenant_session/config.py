@@ -91,7 +91,9 @@ class Userns:
 
 @dataclass(frozen=True)
 class Daemon:
-    live_restore: bool = True
+    # Must stay false: a tenant's containers run under its daemon's own containerd, in
+    # the daemon's mount namespace, and stop with it (restart policies bring them back).
+    live_restore: bool = False
     # Extra daemon.json keys; dtenant's own keys (bridge, data-root, ...) cannot be set.
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -251,6 +253,9 @@ def _check(config: Config, merged: dict[str, dict[str, tuple[Any, str]]]) -> Non
         ("userns", "subid_base", lambda: None if 65536 <= config.userns.subid_base
             <= (1 << 31) - 65536 else "must lie between 65536 and 2^31 - 65536"),
         ("daemon", "extra", lambda: _no_reserved(config.daemon.extra)),
+        ("daemon", "live_restore", lambda: "must be false: a tenant's containers stop with "
+            "its daemon (they run under the daemon's own containerd)"
+            if config.daemon.live_restore else None),
     ]  # fmt: skip
     for section, key, check in checks:
         problem = check()

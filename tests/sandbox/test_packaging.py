@@ -12,10 +12,10 @@ import pytest
 
 from dtenant_session import command, testimage
 from dtenant_session.lab import host
-from tests.sandbox.conftest import CHECKOUT, build_deb, load_image
+from tests.sandbox.conftest import CHECKOUT, LAB_NAME, build_deb, load_image
 
 IMAGE = testimage.IMAGE
-NAME = "pytest-deb"
+NAME = f"{LAB_NAME}-deb"
 UPGRADE = "0.1.0+upgrade1"
 # The last commit of version 0.1 (container root mapped to the user): the upgrade path
 # from it must keep every tenant's images, containers and volumes.

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from dtenant_session import idshift
+from dtenant_session.subid import Range
+
+OWN = 1001
+OLD_START = 100000  # useradd's range of the user
+BLOCK = 1_879_048_192
+# 0.1's map: container root = the user, container ids 1.. = her subordinate range.
+OLD = [Range("alice", OWN, 1), Range("alice", OLD_START, 65536)]
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+
+
+def test_pass_a_moves_old_ids_into_the_block_and_parks_the_users_own() -> None:
+    move = idshift.pass_a(idshift.IdMap.from_ranges(OLD), BLOCK)
+    assert move(OWN) == BLOCK  # old container root
+    assert move(OLD_START) == BLOCK + 1
+    assert move(OLD_START + OWN - 1) == BLOCK + OWN  # container id 1001, parked
+    assert move(0) == 0 and move(5) == 5  # not in the old map: left alone
+    assert move(move(OLD_START)) == move(OLD_START)  # a second run changes nothing
+    settle = idshift.pass_b(BLOCK, OWN)
+    assert settle(BLOCK + OWN) == OWN and settle(BLOCK) == BLOCK
+
+
+def test_a_capabilitys_root_moves_with_the_map() -> None:
+    v3 = struct.pack("<IIIII", idshift.VFS_CAP_REVISION_3, 1 << 13, 0, 0, 0) + struct.pack(
+        "<I", OWN
+    )
+    moved = idshift.capability_root(v3, idshift.pass_a(idshift.IdMap.from_ranges(OLD), BLOCK))
+    assert struct.unpack_from("<I", moved, 20)[0] == BLOCK
+    v2 = b"\x00\x00\x00\x02" + bytes(16)
+    assert idshift.capability_root(v2, lambda _: 7) == v2
+
+
+def _tree(root: Path) -> dict[str, Path]:
+    state = root / f"{OWN}.{OWN}"
+    top = state / "volumes" / "v" / "_data"
+    top.mkdir(parents=True)
+    fd = os.open(top, os.O_DIRECTORY)
+    for _ in range(1200):  # deeper than Python's recursion limit
+        os.mkdir("d", dir_fd=fd)
+        inner = os.open("d", os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+    deep = Path(str(top) + "/d" * 1200)
+    files = {"root": state / "volumes" / "v" / "_data" / "by-root", "user": deep / "by-user",
+             "suid": state / "suid", "link": state / "link"}  # fmt: skip
+    files["root"].write_text("x")
+    files["user"].write_text("x")
+    files["suid"].write_text("x")
+    files["link"].symlink_to("/etc/passwd")
+    os.chown(files["root"], OWN, OWN)  # container root
+    os.chown(files["user"], OLD_START + OWN - 1, OLD_START + OWN - 1)  # container 1001
+    os.chown(files["suid"], OLD_START + 999, OWN)
+    os.chmod(files["suid"], 0o4755)  # noqa: S103 - a set-user-ID file must keep its bit
+    os.chown(files["link"], OWN, OWN, follow_symlinks=False)
+    return files
+
+
+def _move(data_root: Path) -> idshift.Move:
+    return idshift.Move(f"{OWN}.{OWN}", OLD, OLD, BLOCK, OWN, OWN)
+
+
+@as_root
+def test_a_move_shifts_every_entry_keeps_bits_and_follows_no_link(tmp_path: Path) -> None:
+    files = _tree(tmp_path)
+    passwd = os.stat("/etc/passwd")
+    idshift.run(str(tmp_path), _move(tmp_path))
+    moved = {k: Path(str(p).replace(f"{OWN}.{OWN}", f"{BLOCK}.{BLOCK}")) for k, p in files.items()}
+    assert (os.lstat(moved["root"]).st_uid, os.lstat(moved["root"]).st_gid) == (BLOCK, BLOCK)
+    assert (os.lstat(moved["user"]).st_uid, os.lstat(moved["user"]).st_gid) == (OWN, OWN)
+    assert os.lstat(moved["suid"]).st_uid == BLOCK + 1000
+    assert os.lstat(moved["suid"]).st_mode & 0o7777 == 0o4755
+    assert os.lstat(moved["link"]).st_uid == BLOCK
+    assert os.stat("/etc/passwd") == passwd  # the link's target untouched
+    assert not (tmp_path / idshift.MARKER).exists()
+    assert idshift.state_dirs(str(tmp_path)) == [f"{BLOCK}.{BLOCK}"]
+
+
+@as_root
+def test_an_interrupted_move_resumes_without_moving_twice(tmp_path: Path) -> None:
+    files = _tree(tmp_path)
+    move = _move(tmp_path)
+    move.save(str(tmp_path))
+    source = str(tmp_path / move.source)
+    idshift.chown_tree(source, idshift.pass_a(idshift.IdMap.from_ranges(OLD), BLOCK),
+                       idshift.pass_a(idshift.IdMap.from_ranges(OLD), BLOCK))  # fmt: skip
+    move.done_a = True
+    move.save(str(tmp_path))  # then "crashed" in pass B
+    resumed = idshift.Move.load(str(tmp_path))
+    assert resumed == move
+    idshift.run(str(tmp_path), resumed)
+    user = Path(str(files["user"]).replace(f"{OWN}.{OWN}", f"{BLOCK}.{BLOCK}"))
+    assert os.lstat(user).st_uid == OWN
