@@ -65,6 +65,11 @@ def parse(text: str) -> list[Range]:
     return ranges
 
 
+def account_name(id_base: int) -> str:
+    """The system account that owns a tenant's block: never a person, never a number."""
+    return f"_dtenant{id_base // ID_BLOCK}"
+
+
 def keep_id_map(id_base: int, own: int) -> list[Range]:
     """A tenant's entries in one file: keyed by `id_base` (its account's uid), with the
     user's own id `own` kept at the same number inside the container (pure)."""
@@ -84,6 +89,54 @@ def docker_selection(text: str, uid: int, name: str) -> list[Range]:
     ranges = parse(text)
     by_uid = [r for r in ranges if r.name == str(uid)]
     return by_uid or [r for r in ranges if r.name == name]
+
+
+def mapping_problems(texts: dict[str, str], id_base: int, account: str, own: dict[str, int]
+                     ) -> list[str]:  # fmt: skip
+    """What would make Docker map the tenant otherwise than intended (pure): `texts` and
+    `own` are keyed by file (SUBUID, SUBGID), `own` giving the user's uid and gid."""
+    found = []
+    for file, text in texts.items():
+        wanted = keep_id_map(id_base, own[file])
+        taken = docker_selection(text, id_base, account)
+        if taken != wanted:
+            shown = ", ".join(r.line() for r in taken) or "nothing"
+            found.append(f"{file}: Docker would map {account} (uid {id_base}) with {shown}, "
+                         f"not {', '.join(w.line() for w in wanted)}")  # fmt: skip
+    return found
+
+
+Lookup = Callable[[str], "int | None"]
+ReverseLookup = Callable[[int], "str | None"]
+
+
+def foreign_keys(text: str, uid_of: Lookup, name_of: ReverseLookup, file: str) -> list[str]:
+    """Entries keyed by a name of digits that another account has as its uid: Docker
+    (and shadow) would hand them to that account (pure, given the two lookups)."""
+    found = []
+    for r in parse(text):
+        if not r.name.isdigit():
+            continue
+        named = uid_of(r.name)  # an account *named* like the number
+        holder = name_of(int(r.name))  # the account whose uid the number is
+        if named is not None and named != int(r.name) and holder is not None:
+            found.append(f"{file}: {r.line()} belongs to the user named {r.name!r} (uid "
+                         f"{named}), but Docker gives it to uid {r.name} ({holder!r})")  # fmt: skip
+    return found
+
+
+def overlaps(texts: dict[str, str]) -> list[str]:
+    """Ranges of different owners that overlap, in either file (pure)."""
+    found = []
+    for file, text in texts.items():
+        ranges = sorted(parse(text), key=lambda r: r.start)
+        for index, first in enumerate(ranges):
+            for second in ranges[index + 1 :]:
+                if second.start > first.end:
+                    break
+                if second.name != first.name and second.count > 1 and first.count > 1:
+                    found.append(f"{file}: {first.line()} overlaps {second.line()}")
+    return found
 
 
 def plan(text: str, wanted: list[Range], file: str) -> str | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from dtenant_session import paths
 from dtenant_session.config import Eligibility
 from dtenant_session.errors import DtenantError
-from dtenant_session.subid import ID_BLOCK
+from dtenant_session.subid import account_name
 
 # What dtenant accepts as a user name: what Debian's useradd --badname allows minus what
 # would be unsafe as a path component or a unit instance (no '/', no leading '.' or '-').
@@ -101,7 +101,7 @@ class Tenant:
     def root_account(self) -> str:
         """The system account that owns the tenant's container ids (its uid and gid are
         id_base); userns-remap names it. Never a person, never a number."""
-        return f"_dtenant{self.id_base // ID_BLOCK}"
+        return account_name(self.id_base)
 
     @property
     def instance(self) -> str:

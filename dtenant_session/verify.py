@@ -137,14 +137,53 @@ def _replace_json(path: str, content: dict[str, Any]) -> None:
 
 def registered_tenants() -> dict[str, int]:
     """user -> uid from the registry, read-only (no schema writes)."""
+    return {user: uid for user, (uid, _) in registered_ids().items()}
+
+
+def registered_ids() -> dict[str, tuple[int, int]]:
+    """user -> (uid, id_base) from the registry, read-only (no schema writes)."""
     try:
         db = sqlite3.connect(f"file:{paths.REGISTRY}?mode=ro", uri=True, timeout=5)
         try:
-            return dict(db.execute("SELECT user, uid FROM tenants").fetchall())
+            rows = db.execute("SELECT user, uid, id_base FROM tenants").fetchall()
         finally:
             db.close()
     except sqlite3.Error as exc:
         raise CannotCheck(f"cannot read the registry {paths.REGISTRY}: {exc}") from None
+    return {user: (uid, id_base) for user, uid, id_base in rows}
+
+
+def check_mapping(user: str, id_base: int) -> list[Finding]:
+    """The daemon will map the tenant onto its own block, with its own account, and
+    nothing of an older map is left in its data-root."""
+    import pwd
+
+    from dtenant_session import idshift, subid
+
+    if not id_base:
+        return [Finding(user, "ids", "has no container ids of its own yet (a tenant of 0.1)",
+                        advice="run `dtenant setup` (it moves the tenant's data)")]  # fmt: skip
+    account = subid.account_name(id_base)
+    try:
+        entry, account_uid = pwd.getpwnam(user), pwd.getpwnam(account).pw_uid
+    except KeyError as exc:
+        return [Finding(user, "ids", f"no such account: {exc}",
+                        advice=f"run `dtenant provision {user}`")]  # fmt: skip
+    if account_uid != id_base:
+        return [Finding(user, "ids", f"{account} has uid {account_uid}, not {id_base}",
+                        advice="another account took the name: rename it")]  # fmt: skip
+    texts = {subid.SUBUID: subid.read(subid.SUBUID), subid.SUBGID: subid.read(subid.SUBGID)}
+    own = {subid.SUBUID: entry.pw_uid, subid.SUBGID: entry.pw_gid}
+    advice = f"remove the foreign lines, then `dtenant provision {user}`"
+    problems = subid.mapping_problems(texts, id_base, account, own)
+    found = [Finding(user, "ids", problem, advice=advice) for problem in problems]
+    root = data_root(user)
+    stale = [d for d in idshift.state_dirs(root) if d != f"{id_base}.{id_base}"]
+    if stale or os.path.exists(os.path.join(root, idshift.MARKER)):
+        found.append(Finding(user, "ids", f"data of an older id map in {root} "
+                             f"({', '.join(stale) or 'a move under way'})",
+                             advice="run `dtenant setup` to finish moving it"))  # fmt: skip
+    return found
 
 
 def proc_locks(text: str) -> dict[tuple[int, int, int], list[int]]:
@@ -375,6 +414,7 @@ def check_tenant_before_start(user: str) -> list[Finding]:
         ]
     mounts = mountinfo.read()
     findings = check_owner(user, tenants[user])
+    findings += check_mapping(user, registered_ids()[user][1])
     findings += check_filesystem(user, mounts)
     findings += [f for f in check_distinct(tenants, mounts) if user in f.problem]
     # Before start, any holder is foreign: the tenant's own dockerd is not running yet.
@@ -554,6 +594,7 @@ def verify_all(config: Any, only: str | None = None) -> Report:
         report.checked.append(user)
         report.findings += check_account(allocation)
         report.findings += check_owner(user, allocation.uid)
+        report.findings += check_mapping(user, allocation.id_base)
         report.findings += check_filesystem(user, mounts)
         report.findings += check_locks(user, allowed_unit=allocation.tenant.service_unit)
         report.findings += check_consistency(allocation, config, links)
@@ -563,4 +604,32 @@ def verify_all(config: Any, only: str | None = None) -> Report:
         report.findings += check_orphans(
             {a.user for a in allocations}, {a.tenant.bridge for a in allocations}
         )
+        report.findings += check_subid_files()
     return report
+
+
+def check_subid_files() -> list[Finding]:
+    """Entries another account would be given (a user name of digits that is some other
+    account's uid), and ranges of different owners that overlap."""
+    import pwd
+
+    from dtenant_session import subid
+
+    def uid_of(name: str) -> int | None:
+        try:
+            return pwd.getpwnam(name).pw_uid
+        except KeyError:
+            return None
+
+    def name_of(uid: int) -> str | None:
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return None
+
+    texts = {file: subid.read(file) for file in (subid.SUBUID, subid.SUBGID)}
+    problems = [p for file, text in texts.items()
+                for p in subid.foreign_keys(text, uid_of, name_of, file)]  # fmt: skip
+    problems += subid.overlaps(texts)
+    return [Finding("", "ids", problem, advice="key the entry by the owner's uid or move it")
+            for problem in problems]  # fmt: skip

@@ -51,3 +51,32 @@ def test_docker_takes_the_entries_of_the_uid_string_before_the_name() -> None:
 def test_without_drops_exact_lines_only() -> None:
     assert subid.without("a:1:1\nb:2:2\n", {"a:1:1"}) == "b:2:2\n"
     assert subid.without("a:1:1\n", {"a:1:2"}) is None
+
+
+def test_mapping_problems_name_what_docker_would_take_instead() -> None:
+    own = {subid.SUBUID: 1001, subid.SUBGID: 1001}
+    good = "\n".join(r.line() for r in subid.keep_id_map(BASE, 1001)) + "\n"
+    assert subid.mapping_problems({subid.SUBUID: good, subid.SUBGID: good}, BASE, "_d", own) == []
+    # A user *named* like the account's uid got a range: Docker would merge it in.
+    poisoned = good + f"{BASE}:100000:65536\n"
+    problems = subid.mapping_problems({subid.SUBUID: poisoned, subid.SUBGID: good}, BASE, "_d",
+                                      own)  # fmt: skip
+    assert len(problems) == 1 and f"{BASE}:100000:65536" in problems[0]
+
+
+def test_entries_of_a_digit_name_that_is_another_uid_are_flagged() -> None:
+    accounts = {"1002": 1015, "bob": 1002}
+    found = subid.foreign_keys(
+        "1002:100000:65536\nbob:165536:65536\n",
+        accounts.get,
+        {v: k for k, v in accounts.items()}.get,
+        "/etc/subuid",
+    )
+    assert len(found) == 1 and "user named '1002' (uid 1015)" in found[0] and "'bob'" in found[0]
+
+
+def test_overlapping_ranges_of_different_owners_are_flagged() -> None:
+    text = "a:100000:65536\nb:150000:65536\nc:300000:10\na:1001:1\nb:1001:1\n"
+    assert subid.overlaps({"/etc/subuid": text}) == [
+        "/etc/subuid: a:100000:65536 overlaps b:150000:65536"
+    ]
