@@ -145,7 +145,9 @@ class Lab:
                   f"{ssh_dir}/authorized_keys"])  # fmt: skip
 
     def home(self, user: str) -> str:
-        return self.run(["getent", "passwd", user]).stdout.split(":")[5]
+        # By name only: `getent passwd 1002` would read a name of digits as a uid.
+        lookup = "import pwd, sys; print(pwd.getpwnam(sys.argv[1]).pw_dir)"
+        return self.run(["python3", "-c", lookup, user]).stdout.strip()
 
     def ssh_argv(self, user: str, remote: str, *, tty: bool = False) -> list[str]:
         """A real SSH login (key, lab loopback) running `remote` through the user's shell;
