@@ -140,9 +140,14 @@ class Lab:
         self.run(["mkdir", "-p", "-m", "700", KEY_DIR])
         self.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", user, "-f", key])
         ssh_dir = f"{self.home(user)}/.ssh"
-        self.run(["install", "-d", "-m", "700", "-o", user, "-g", user, ssh_dir])
-        self.run(["install", "-m", "600", "-o", user, "-g", user, f"{key}.pub",
+        # The user's primary group, whatever its name (`users` for directory users).
+        self.run(["install", "-d", "-m", "700", "-o", user, "-g", f"{self.gid(user)}", ssh_dir])
+        self.run(["install", "-m", "600", "-o", user, "-g", f"{self.gid(user)}", f"{key}.pub",
                   f"{ssh_dir}/authorized_keys"])  # fmt: skip
+
+    def gid(self, user: str) -> int:
+        lookup = "import pwd, sys; print(pwd.getpwnam(sys.argv[1]).pw_gid)"
+        return int(self.run(["python3", "-c", lookup, user]).stdout)
 
     def home(self, user: str) -> str:
         # By name only: `getent passwd 1002` would read a name of digits as a uid.

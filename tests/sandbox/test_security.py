@@ -297,6 +297,20 @@ def test_a_directory_user_without_ranges_gets_its_own_block(lab: host.Lab) -> No
         lab.ssh("ldapuser", "docker rm -f rr", check=False)
 
 
+def test_tenants_sharing_a_primary_group_share_nothing(lab: host.Lab, alice: str) -> None:
+    for user in ("grp1", "grp2"):  # as with LDAP's usual `users` group
+        lab.run(["useradd", "--create-home", "--gid", "users", "--shell", "/bin/bash", user])
+        lab.authorize_key(user)
+        load_image(lab, user)
+    lab.ssh("grp1", f"docker run --rm -v secret:/v {IMAGE} sh -c 'echo s > /v/f; chmod 640 /v/f'")
+    probe = lab.ssh("grp2", "cat /var/lib/dtenant/tenants/grp1/docker/*/volumes/secret/_data/f; "
+                    "ls /var/lib/dtenant/tenants/grp1/docker", check=False)  # fmt: skip
+    assert "Permission denied" in probe.stderr and "s" not in probe.stdout.split()
+    groups = {lab.run(["stat", "-c", "%g", f"/var/lib/dtenant/tenants/{user}/docker"]).stdout
+              for user in ("grp1", "grp2")}  # fmt: skip
+    assert len(groups) == 2 and "100\n" not in groups
+
+
 def test_tenant_files_are_not_world_readable(lab: host.Lab, alice: str) -> None:
     mode = lab.run(["stat", "-c", "%a %U", "/var/lib/dtenant/tenants/alice/daemon.json"])
     assert mode.stdout.split() == ["600", "root"]
