@@ -98,7 +98,7 @@ def mallory(lab: host.Lab) -> Iterator[str]:
     _write(lab, f"{HOME}/mark.sh", MARK_SH, "755")
     for program in WRAPPED:
         real = lab.run(["sh", "-c", f"command -v {program}"]).stdout.strip()
-        _write(lab, f"{HOME}/bin/{program}", f"#!/bin/sh\n{MARK_SH}exec {real} \"$@\"\n", "755")
+        _write(lab, f"{HOME}/bin/{program}", f'#!/bin/sh\n{MARK_SH}exec {real} "$@"\n', "755")
     for module in ("sitecustomize", "usercustomize", "startup", "signal", "select", "dbus_next"):
         _write(lab, f"{HOME}/py/{module}.py", MARK_PY)
     _write(lab, f"{HOME}/.local/lib/python3.11/site-packages/usercustomize.py", MARK_PY)
@@ -130,7 +130,8 @@ def _logged_out(lab: host.Lab, user: str, timeout: float = 20.0) -> None:
 def test_the_trap_works_for_the_user_herself(lab: host.Lab, mallory: str) -> None:
     """Her file does reach her session: the variables are there and her library loads
     (harmlessly: it only marks when it runs as root)."""
-    seen = lab.ssh(mallory, "printenv LD_PRELOAD PYTHONPATH; grep -q evil.so /proc/self/maps && echo loaded")
+    seen = lab.ssh(mallory, "printenv LD_PRELOAD PYTHONPATH;"
+                   " grep -q evil.so /proc/self/maps && echo loaded")  # fmt: skip
     assert seen.stdout.split() == [f"{HOME}/evil.so", f"{HOME}/py", "loaded"], seen.stderr
 
 
@@ -149,12 +150,49 @@ def test_ssh_logins_and_logouts_never_run_her_code_as_root(lab: host.Lab, mallor
 
 
 def test_su_and_sudo_never_run_her_code_as_root(lab: host.Lab, mallory: str) -> None:
-    for argv in (["su", "-", mallory, "-c", "true"], ["su", mallory, "-c", "true"],
-                 ["sudo", "-u", mallory, "true"], ["sudo", "-i", "-u", mallory, "true"]):  # fmt: skip
+    for argv in (
+        ["su", "-", mallory, "-c", "true"],
+        ["su", mallory, "-c", "true"],
+        ["sudo", "-u", mallory, "true"],
+        ["sudo", "-i", "-u", mallory, "true"],
+    ):
         lab.run(argv)
         lab.run(["script", "-qec", " ".join(argv), "/dev/null"])  # on a terminal
     lab.run(["rm", "-f", f"/run/dtenant/stamps/{mallory}"])
     lab.run(["su", "-", mallory, "-c", "true"])
+    assert _marks(lab) == ""
+
+
+PHRASE = "Su-test-password-1"  # mallory's, for su from another user
+SU_ON_A_TERMINAL = """
+import os, pty, sys, time
+pid, terminal = pty.fork()
+if pid == 0:
+    os.execv("/bin/su", ["su", sys.argv[1], "-c", "true"])
+said, deadline = b"", time.monotonic() + 30
+while b"assword" not in said and time.monotonic() < deadline:
+    said += os.read(terminal, 1024)
+os.write(terminal, sys.argv[2].encode() + b"\\n")
+while True:
+    try:
+        if not os.read(terminal, 1024):
+            break
+    except OSError:
+        break
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_su_from_another_user_runs_the_hook_as_root(lab: host.Lab, mallory: str) -> None:
+    """su started by a user runs the hook with her real uid: it must become all root
+    (the shell would drop to her uid and provisioning would fail), and run none of
+    either user's code."""
+    lab.add_account("sufrom")
+    lab.run(["chpasswd"], input=f"{mallory}:{PHRASE}\n")
+    lab.run(["rm", "-f", f"/run/dtenant/stamps/{mallory}"])
+    lab.run(["runuser", "-u", "sufrom", "--", "python3", "-c", SU_ON_A_TERMINAL, mallory,
+             PHRASE])  # fmt: skip
+    assert lab.run(["test", "-e", f"/run/dtenant/stamps/{mallory}"], check=False).returncode == 0
     assert _marks(lab) == ""
 
 
