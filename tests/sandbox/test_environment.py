@@ -149,6 +149,27 @@ def test_ssh_logins_and_logouts_never_run_her_code_as_root(lab: host.Lab, mallor
     assert _marks(lab) == ""
 
 
+def test_variables_sshd_accepts_never_reach_root(lab: host.Lab, mallory: str) -> None:
+    """An sshd that accepts her variables (AcceptEnv, set by ssh's SetEnv)."""
+    accept = "/etc/ssh/sshd_config.d/dtenant-test-acceptenv.conf"
+    lab.run(["tee", accept], input="AcceptEnv LD_* GCONV_PATH PYTHON* ENV BASH_ENV PAM_*\n")
+    lab.run(["systemctl", "reload", "ssh"])
+    sent = {"LD_PRELOAD": f"{HOME}/evil.so", "LD_AUDIT": f"{HOME}/evil.so",
+            "PYTHONPATH": f"{HOME}/py", "PAM_USER": "bob", "PAM_TYPE": "open_session"}  # fmt: skip
+    options = [arg for name, value in sent.items() for arg in ("-o", f"SetEnv={name}={value}")]
+    try:
+        argv = lab.ssh_argv(mallory, "printenv LD_AUDIT")
+        lab.run(["rm", "-f", f"/run/dtenant/stamps/{mallory}"])  # the cold path too
+        for _ in range(2):
+            seen = lab.run([argv[0], *options, *argv[1:]])
+            _logged_out(lab, mallory)
+        assert seen.stdout.strip() == f"{HOME}/evil.so"  # sshd did accept them
+    finally:
+        lab.run(["rm", "-f", accept])
+        lab.run(["systemctl", "reload", "ssh"])
+    assert _marks(lab) == ""
+
+
 def test_su_and_sudo_never_run_her_code_as_root(lab: host.Lab, mallory: str) -> None:
     for argv in (
         ["su", "-", mallory, "-c", "true"],
