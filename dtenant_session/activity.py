@@ -1,5 +1,6 @@
 """A tenant's last activity: the mtime of one file, touched on API use (by the
-authorization plugin, here) and on logout (by pam/pam-hook at close_session)."""
+authorization plugin, here) and while the user is logged in (by each reaper pass that
+sees a logind session)."""
 
 from __future__ import annotations
 

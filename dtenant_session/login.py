@@ -1,6 +1,6 @@
 """The login hook's cold path: provision within hook.time_limit, never failing a login.
 
-pam/pam-hook runs this (/usr/lib/dtenant/provision-at-login) when its hot path finds the
+pam/pam-hook.sh runs this (/usr/lib/dtenant/provision-at-login) when its hot path finds the
 tenant not provisioned for the current configuration. Provisioning runs in a child
 process; this waits for it at most hook.time_limit seconds, then kills it (provisioning
 is idempotent and crash-safe: the next login converges) and lets the login go on. Every

@@ -2,7 +2,7 @@
 
 Plain strings, standard library only: the pre-start check of every daemon reads this
 module and must not pay for pathlib (about 8 ms of imports). Callers wrap them in Path
-as needed. pam/pam-hook spells the same paths out in shell.
+as needed. pam/pam-hook.sh spells the same paths out in shell.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ RUN_TENANTS_DIR = f"{RUN_DIR}/tenants"
 
 NETWORKD_DIR = "/etc/systemd/network"
 SYSTEMD_DIR = "/etc/systemd/system"  # per-tenant drop-ins of docker@USER.{service,socket}
-HOOK = "/usr/lib/dtenant/pam-hook"
+HOOK = "/usr/lib/dtenant/pam-hook"  # pam/pam-hook-exec.c, static; it runs pam-hook.sh
 PAM_PROFILE = "/usr/share/pam-configs/dtenant"
 
 
@@ -37,7 +37,7 @@ def stamp_path(user: str) -> str:
 
 
 def activity_path(user: str) -> str:
-    """Touched on logout and API use: its mtime is the tenant's last activity."""
+    """Touched on API use and by reaper passes that see a session: the last activity."""
     return f"{RUN_TENANTS_DIR}/{user}/activity"
 
 

@@ -2,8 +2,9 @@
 
 A daemon is idle when all of these hold: its user has no logind session, nothing is
 connected to its socket, it runs no container, and for reap.idle_timeout seconds it has
-served no API request and its user has not logged out (activity.py: the authorization
-plugin and the PAM hook's close_session touch one file). Idle daemons are stopped; the
+served no API request and no pass has seen its user logged in (activity.py: the
+authorization plugin and each pass that finds a logind session touch one file; logouts
+are not hooked, since root would run with the user's PAM environment). Idle daemons are stopped; the
 socket keeps listening, so the next docker command starts the daemon again with
 everything intact. Only running daemons are looked at closely: a stopped daemon is
 never contacted, so a pass never socket-activates one. Nothing on disk is removed.
@@ -12,7 +13,7 @@ never contacted, so a pass never socket-activates one. Nothing on disk is remove
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from dtenant_session import activity, command, lifecycle, log, status, systemd
@@ -77,6 +78,11 @@ def decide(seen: Observation, rules: Reap, now: float) -> Decision:
     return Decision(seen.user, STOP, ["no session, no connection, no container", quiet], idle_for)
 
 
+def mark_sessions_active(seen: list[Observation], now: float) -> list[Observation]:
+    """A login session is activity: idle time counts from the last pass that saw one (pure)."""
+    return [replace(s, last_activity=now) if s.sessions else s for s in seen]
+
+
 def socket_connections(ss_output: str) -> dict[str, int]:
     """Live connections per listening path, from `ss -xnH state connected` (pure).
 
@@ -125,9 +131,11 @@ def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> l
         allocations = [a for a in registry.all() if user is None or a.user == user]
     now = time.time()
     by_user = {a.user: a for a in allocations}
-    decisions = [decide(seen, config.reap, now) for seen in observe(allocations)]
+    seen = mark_sessions_active(observe(allocations), now)
+    decisions = [decide(one, config.reap, now) for one in seen]
     if dry_run:
         return decisions
+    _record_sessions([one.user for one in seen if one.sessions])
     _refresh_sizes(allocations)
     for decision in decisions:
         if decision.action not in (STOP, STOP_WITH_CONTAINERS):
@@ -146,6 +154,15 @@ def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> l
         log.log(f"reaper stopped the idle {what} ({reason}); its socket still listens",
                 priority=log.NOTICE, user=decision.user, step="reap")  # fmt: skip
     return decisions
+
+
+def _record_sessions(users: list[str]) -> None:
+    for user in users:
+        try:
+            activity.touch(user)
+        except OSError as exc:
+            log.log(f"reaper: cannot record the session as activity: {exc}",
+                    priority=log.WARNING, user=user, step="reap")  # fmt: skip
 
 
 def _refresh_sizes(allocations: list[Allocation], budget: int = 20) -> None:

@@ -141,9 +141,10 @@ def pam_session_lines(config: Config) -> list[tuple[str, str]]:
     the block, pam_env included, for users it matches.
     """
     tests = _gate(config.eligibility)
-    # No type=: the hook also runs at close_session, to record the logout. [default=ignore]
-    # there: libpam replays the cached chain at close_session as if it were required.
-    lines = [("[default=ignore]", f"pam_exec.so quiet {paths.HOOK}")]
+    # Only at open_session: at close the PAM environment holds what pam_env read from the
+    # user's ~/.pam_environment; logouts reach the reaper through logind instead.
+    # [default=ignore]: libpam replays the cached chain at close_session as if required.
+    lines = [("[default=ignore]", f"pam_exec.so quiet type=open_session {paths.HOOK}")]
     for index, test in enumerate(tests):
         skip = len(tests) - index  # over the remaining tests and pam_env
         lines.append((f"[success={skip} default=ignore]", f"pam_succeed_if.so quiet {test}"))

@@ -1,6 +1,6 @@
 """Is a user's tenant provisioned for the current configuration? (stdlib only)
 
-The PAM hook's hot path (pam/pam-hook, in shell builtins) and provision.py apply the same
+The PAM hook's hot path (pam/pam-hook.sh, in shell builtins) and provision.py apply the same
 rule: the stamp /run/dtenant/stamps/USER exists, the tenant's socket exists, and neither
 dtenant.toml, the drop-in directory nor any drop-in is newer than the stamp. Upgrades and
 `dtenant setup` remove all stamps, so every tenant converges again at its next login.

@@ -29,11 +29,25 @@ PY
     chmod 0755 "$destdir/usr/bin/dtenant"
 fi
 
+# A C source is built statically: root runs it with an environment users can fill, and
+# only a program without a dynamic loader ignores LD_PRELOAD and its kind (the PAM hook).
+# dpkg-buildpackage exports Debian's hardening flags; -static-pie keeps ASLR.
+build="$(mktemp -d)"
+trap 'rm -rf "$build"' EXIT
+compile() {
+    # shellcheck disable=SC2086  # the flags are word lists
+    ${CC:-cc} ${CPPFLAGS:-} ${CFLAGS:--O2} -Wall -Wextra -static-pie ${LDFLAGS:-} -o "$2" "$1"
+}
+
 grep -v '^[[:space:]]*\(#\|$\)' "$checkout/packaging/files.list" | while read -r source target mode; do
     case "$mode" in
         *c) [ -e "$destdir$target" ] && continue; mode="${mode%c}" ;;  # keep local edits
     esac
-    install -D -m "$mode" "$checkout/$source" "$destdir$target"
+    case "$source" in
+        *.c) compile "$checkout/$source" "$build/program"; source="$build/program" ;;
+        *) source="$checkout/$source" ;;
+    esac
+    install -D -m "$mode" "$source" "$destdir$target"
 done
 
 [ -n "$destdir" ] && exit 0

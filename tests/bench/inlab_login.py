@@ -63,9 +63,8 @@ def open_session(user: str, service: str) -> float:
 
 
 def pam_figures(rounds: int, cold_rounds: int) -> dict[str, float]:
-    Path(f"/etc/pam.d/{HOOK_SERVICE}").write_text(
-        PAM_BASE + "session optional pam_exec.so quiet /usr/lib/dtenant/pam-hook\n"
-    )
+    line = "pam_exec.so quiet type=open_session /usr/lib/dtenant/pam-hook"
+    Path(f"/etc/pam.d/{HOOK_SERVICE}").write_text(f"{PAM_BASE}session optional {line}\n")
     Path(f"/etc/pam.d/{NONE_SERVICE}").write_text(PAM_BASE + "session required pam_permit.so\n")
     add_user("benchhot")
     run(["dtenant", "provision", "benchhot"])

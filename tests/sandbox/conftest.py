@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def build_deb(version: str | None = None) -> Path:
-    """dtenant_VERSION_all.deb of this checkout, in CHECKOUT/dist (which labs can see)."""
+    """dtenant_VERSION_ARCH.deb of this checkout, in CHECKOUT/dist (which labs can see)."""
     argv = [str(CHECKOUT / "packaging" / "build-deb")]
     if version:
         argv += ["--version", version]

@@ -97,6 +97,36 @@ def test_an_open_session_keeps_the_daemon(
         lab.run(["pkill", "-u", idler, "-x", "sleep"], check=False)
 
 
+def _sessions_gone(lab: host.Lab, user: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while user in lab.run(["loginctl", "list-sessions", "--no-legend"]).stdout:
+        assert time.monotonic() < deadline, f"{user} still has a logind session"
+        time.sleep(0.2)
+
+
+def test_a_session_seen_by_a_pass_is_activity_after_the_logout(
+    lab: host.Lab, idler: str, short_idle_timeout: None
+) -> None:
+    """Logouts are not hooked (root would run with the user's PAM environment): the
+    last pass that saw a session marks the activity, and idle time counts from there."""
+    lab.run(["tee", SHORT_REAP], input="[reap]\nidle_timeout = 60\nstop_running_after = 0\n")
+    lab.ssh(idler, "docker ps >/dev/null")  # the daemon runs
+    activity = f"/run/dtenant/tenants/{idler}/activity"
+    lab.run(["touch", "-d", "-1 hour", activity])  # its last API use, long ago
+    session = shlex.join(lab.ssh_argv(idler, "sleep 30"))
+    lab.run(["sh", "-c", f"{session} >/dev/null 2>&1 &"])
+    time.sleep(2)
+    try:
+        assert "1 login session(s)" in _reap(lab, idler)["reasons"]  # type: ignore[operator]
+    finally:
+        lab.run(["pkill", "-u", idler, "-x", "sleep"], check=False)
+    _sessions_gone(lab, idler)
+    decision = _reap(lab, idler)
+    assert decision["action"] == "keep", decision
+    assert decision["idle_for"] is not None and decision["idle_for"] < 60  # type: ignore[operator]
+    assert _state(lab, "docker@idler.service") == "active"
+
+
 def test_stop_running_after_stops_containers_and_honours_restart_policies(
     lab: host.Lab, idler: str, short_idle_timeout: None
 ) -> None:

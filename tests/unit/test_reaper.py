@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 from dtenant_session import reaper
 from dtenant_session.config import Reap
 
@@ -60,3 +62,13 @@ def test_socket_connections_count_live_peers_only() -> None:
         "u_str ESTAB 0 0 * 345861 * 345860\n"
     )
     assert reaper.socket_connections(ss) == {"/run/docker-alice.sock": 1, "/run/docker-bob.sock": 1}
+
+
+def test_a_session_seen_by_a_pass_counts_as_activity_now() -> None:
+    logged_in, gone, unknown = _seen(sessions=1), _seen(user="bob"), _seen(sessions=None)
+    marked = reaper.mark_sessions_active([logged_in, gone, unknown], NOW)
+    assert [seen.last_activity for seen in marked] == [NOW, NOW - 3600, NOW - 3600]
+    # After the logout, the next pass keeps the daemon until idle_timeout has passed.
+    after = reaper.decide(replace(marked[0], sessions=0), RULES, NOW + 60)
+    assert after.action == reaper.KEEP
+    assert "last activity 60 s ago" in after.reasons[0]

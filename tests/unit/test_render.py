@@ -50,7 +50,8 @@ def test_pam_gate_skips_pam_env_for_every_ineligible_rule() -> None:
     lines = render.pam_session_lines(
         Config(eligibility=Eligibility(min_uid=2000, max_uid=3000, groups=("dk",), deny=("eve",)))
     )
-    assert lines[0] == ("[default=ignore]", "pam_exec.so quiet /usr/lib/dtenant/pam-hook")
+    hook = "pam_exec.so quiet type=open_session /usr/lib/dtenant/pam-hook"
+    assert lines[0] == ("[default=ignore]", hook)
     gates = lines[1:-1]
     assert [module for _, module in gates] == [
         "pam_succeed_if.so quiet uid < 2000", "pam_succeed_if.so quiet uid > 3000",

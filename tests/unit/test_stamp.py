@@ -1,4 +1,4 @@
-"""The hot path's rule, in shell (pam/pam-hook) and in Python (stamp.py), agree."""
+"""The hot path's rule, in shell (pam/pam-hook.sh) and in Python (stamp.py), agree."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class Host:
         self.root = root
         for directory in ("run/dtenant/stamps", "run/dtenant/tenants/alice", "etc/dtenant"):
             (root / directory).mkdir(parents=True)
-        script = (CHECKOUT / "pam" / "pam-hook").read_text()
+        script = (CHECKOUT / "pam" / "pam-hook.sh").read_text()
         for absolute in ("/run/dtenant", "/etc/dtenant", "/run/docker-"):
             script = script.replace(absolute, f"{root}{absolute}")
         script = script.replace("exec /usr/lib/dtenant/provision-at-login", "echo cold")
@@ -110,10 +110,10 @@ def test_root_odd_names_and_other_phases_do_nothing(host: Host) -> None:
     assert host.login(phase="authenticate") == ""
 
 
-def test_logout_records_activity(host: Host) -> None:
-    activity = host.root / "run/dtenant/tenants/alice/activity"
+def test_logout_does_nothing(host: Host) -> None:
+    """Root never runs with the PAM environment of a logout; the reaper sees sessions."""
     assert host.login(phase="close_session") == ""
-    assert activity.exists()
+    assert not (host.root / "run/dtenant/tenants/alice/activity").exists()
 
 
 def test_cold_path_ignores_other_phases_and_root() -> None:
