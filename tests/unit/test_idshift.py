@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,13 +44,13 @@ def _tree(root: Path) -> dict[str, Path]:
     top = state / "volumes" / "v" / "_data"
     top.mkdir(parents=True)
     fd = os.open(top, os.O_DIRECTORY)
-    for _ in range(1200):  # deeper than Python's recursion limit
+    for _ in range(DEPTH):  # deeper than Python's recursion limit
         os.mkdir("d", dir_fd=fd)
         inner = os.open("d", os.O_DIRECTORY, dir_fd=fd)
         os.close(fd)
         fd = inner
     os.close(fd)
-    deep = Path(str(top) + "/d" * 1200)
+    deep = Path(str(top) + "/d" * DEPTH)
     files = {"root": state / "volumes" / "v" / "_data" / "by-root", "user": deep / "by-user",
              "suid": state / "suid", "link": state / "link"}  # fmt: skip
     files["root"].write_text("x")
@@ -62,6 +63,22 @@ def _tree(root: Path) -> dict[str, Path]:
     os.chmod(files["suid"], 0o4755)  # noqa: S103 - a set-user-ID file must keep its bit
     os.chown(files["link"], OWN, OWN, follow_symlinks=False)
     return files
+
+
+DEPTH = 1200
+
+
+@pytest.fixture(autouse=True)
+def _remove_deep_trees(tmp_path: Path) -> Iterator[None]:
+    """pytest's own clean-up of old temporary directories recurses: leave no deep tree."""
+    yield
+    for top in tmp_path.glob("*/volumes/v/_data"):
+        for level in range(DEPTH, 0, -1):
+            deep = str(top) + "/d" * level
+            for name in os.listdir(deep):
+                if name != "d":
+                    os.unlink(os.path.join(deep, name))
+            os.rmdir(deep)
 
 
 def _move(data_root: Path) -> idshift.Move:
