@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from dtenant_session import config
+from dtenant_session import config, trusted
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -21,9 +21,9 @@ def _load(tmp_path: Path, main: str | None, **dropins: str) -> config.Config:
     return config.load(main_file, directory, _mine(tmp_path))
 
 
-def _mine(tmp_path: Path) -> config.Trust:
+def _mine(tmp_path: Path) -> trusted.Trust:
     """Files of the test's own user below tmp_path count as root's below /."""
-    return config.Trust(owner=os.geteuid(), top=str(tmp_path))
+    return trusted.Trust(owner=os.geteuid(), top=str(tmp_path))
 
 
 def test_no_file_means_all_defaults(tmp_path: Path) -> None:
@@ -140,7 +140,7 @@ def test_a_dropin_owned_by_a_user_is_refused(tmp_path: Path) -> None:
 def test_a_dropin_of_another_owner_is_refused(tmp_path: Path) -> None:
     """The same rule where chown is not possible: trust another uid than the files'."""
     _load(tmp_path, "")
-    trust = config.Trust(owner=os.geteuid() + 1, top=str(tmp_path))
+    trust = trusted.Trust(owner=os.geteuid() + 1, top=str(tmp_path))
     with pytest.raises(config.ConfigError, match=r"is owned by .*, not by"):
         config.load(tmp_path / "dtenant.toml", tmp_path / "dtenant.toml.d", trust)
 
