@@ -112,7 +112,8 @@ def _converge(
     _directories(allocation)
     for file in subid.ensure(t.user, t.uid, gid, t.slot, config.userns.subid_base):
         outcome.steps.append(f"mapped {t.user} in {file}")
-    if files.write_if_changed(t.daemon_json, render.daemon_json(allocation, config, gid)):
+    daemon_json = render.daemon_json(allocation, config, gid)
+    if files.write_if_changed(t.daemon_json, daemon_json, mode=files.PRIVATE):
         outcome.steps.append(f"wrote {t.daemon_json}")
     outcome.steps.append(f"firewall: {network.add_to_firewall(allocation, everyone, config)}")
     if network.write_bridge_files(allocation):
