@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dtenant_session import (
     files,
@@ -75,6 +76,8 @@ def _directories(allocation: Allocation) -> None:
         os.makedirs(directory, mode=0o711, exist_ok=True)
         os.chmod(directory, 0o711)  # noqa: S103 - traversal only, no listing
     verify.write_owner_stamp(t.user, t.uid)
+    # Root's alone from the start: the hook's `touch` at logout then only sets its mtime.
+    files.make_private(Path(paths.activity_path(t.user)), create=True)
 
 
 def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = False) -> Outcome:
