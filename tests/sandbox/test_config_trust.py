@@ -51,8 +51,12 @@ def _plant(lab: host.Lab, how: str, path: str, user: str) -> str:
     if how == "owned by the user":
         lab.run(["chown", f"{user}:{user}", path])
         return f"{path}: is owned by {user} (uid "
-    lab.run(["chmod", {"world-writable": "0666", "group-writable": "0664"}[how], path])
-    return f"{path}: is writable by {'others' if how == 'world-writable' else 'group'}"
+    mode, who = {
+        "world-writable": ("0666", "group and others"),
+        "group-writable": ("0664", "group"),
+    }[how]
+    lab.run(["chmod", mode, path])
+    return f"{path}: is writable by {who} (mode {mode})"
 
 
 @pytest.mark.parametrize(
