@@ -67,7 +67,7 @@ def problem(st: os.stat_result, trust: Trust, *, directory: bool) -> str | None:
     if writable:
         return f"is writable by {' and '.join(writable)} (mode {stat.S_IMODE(st.st_mode):04o})"
     if not directory and st.st_nlink != 1:
-        return f"has {st.st_nlink} hard links: another name for it may lie anywhere"
+        return f"has {st.st_nlink} hard links; a configuration file has one name only"
     return None
 
 
@@ -86,6 +86,8 @@ def _refused_open(parent: int, name: str, path: str, exc: OSError) -> Untrusted:
         return Untrusted(path, f"cannot open: {exc.strerror}")
     if stat.S_ISLNK(mode):
         return Untrusted(path, "is a symlink; configuration is never read through one")
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return Untrusted(path, f"is {_kind(mode)}, not a regular file")
     return Untrusted(path, f"cannot open: {exc.strerror}")
 
 

@@ -251,3 +251,12 @@ def test_daemon_extra_values_are_checked(tmp_path: Path, text: str, problem: str
         _load(tmp_path, f"[daemon.extra]\n{text}\n")
     assert caught.value.key.startswith("daemon.extra.")
     assert problem in caught.value.problem
+
+
+def test_a_socket_dropin_is_refused(tmp_path: Path) -> None:
+    import socket
+
+    _load(tmp_path, "")
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(tmp_path / "dtenant.toml.d" / "50-sock.toml"))
+        assert "is a socket, not a regular file" in _refused(tmp_path).problem
