@@ -121,3 +121,14 @@ def test_what_dtenant_keeps_for_a_tenant_is_root_s_alone(lab: host.Lab) -> None:
     assert modes == [f"{path} 600 root:root" for path in private]
     peek = lab.ssh(other, f"cat {tenant}/daemon.json", check=False)
     assert peek.returncode != 0 and "Permission denied" in peek.stderr
+
+
+def test_setup_narrows_what_earlier_versions_left_readable(lab: host.Lab) -> None:
+    user = _fresh(lab, "upgraded")
+    tenant = f"/var/lib/dtenant/tenants/{user}"
+    earlier = [f"{tenant}/daemon.json", f"{tenant}/docker/.dtenant-owner",
+               "/var/lib/dtenant/registry.sqlite3"]  # fmt: skip
+    lab.run(["chmod", "0644", *earlier])  # as every version before this one wrote them
+    said = lab.run(["dtenant", "setup"]).stdout
+    assert "tenant files made readable by root only" in said
+    assert lab.run(["stat", "-c", "%a", *earlier]).stdout.split() == ["600"] * len(earlier)
