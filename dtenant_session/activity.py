@@ -16,8 +16,7 @@ def touch(user: str) -> None:
         os.utime(path)
     except FileNotFoundError:
         try:
-            with open(path, "a"):
-                pass
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
         except FileNotFoundError:
             return  # no runtime directory: not provisioned, nothing to record
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from dtenant_session import paths
+from dtenant_session import paths, trusted
 from dtenant_session.errors import DtenantError
 from dtenant_session.policy import Rules
+from dtenant_session.trusted import Trust
 
 try:
     import tomllib
@@ -126,43 +128,65 @@ SECTIONS: dict[str, type] = {
 }
 
 
-def config_files(
-    main: Path = Path(paths.CONFIG_FILE), dropins: Path = Path(paths.CONFIG_DROPINS)
-) -> list[Path]:
-    files = [main] if main.exists() else []
-    if dropins.is_dir():
-        files += sorted(p for p in dropins.iterdir() if p.suffix == ".toml" and p.is_file())
-    return files
-
-
-def _read(file: Path) -> dict[str, Any]:
+def _parse(text: bytes, file: str) -> dict[str, Any]:
     try:
-        with file.open("rb") as stream:
-            return tomllib.load(stream)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(file), "", f"not valid TOML: {exc}") from None
+        return tomllib.loads(text.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(file, "", f"not valid TOML: {exc}") from None
+
+
+def _read_in(directory: Path, trust: Trust, only: str | None = None) -> list[tuple[str, bytes]]:
+    """(path, content) of file `only`, or of every drop-in (*.toml), in `directory`."""
+    fd = trusted.open_directory(str(directory), trust)
+    if fd is None:
+        return []
+    try:
+        names = [only] if only else sorted(n for n in os.listdir(fd) if _is_dropin(n))
+        read = [(str(directory / n), trusted.read_file(fd, n, str(directory / n), trust))
+                for n in names]  # fmt: skip
+    finally:
+        os.close(fd)
+    return [(path, text) for path, text in read if text is not None]
+
+
+def _is_dropin(name: str) -> bool:
+    return name.endswith(".toml") and not name.startswith(".")  # as the hook's *.toml
+
+
+def _read_trusted(main: Path, dropins: Path, trust: Trust) -> list[tuple[str, dict[str, Any]]]:
+    """(file, table) of the main file and every drop-in in name order. A file or directory
+    a user could have written refuses the whole configuration (trusted.py says why)."""
+    try:
+        found = _read_in(main.parent, trust, only=main.name) + _read_in(dropins, trust)
+    except trusted.Untrusted as exc:
+        raise ConfigError(exc.path, "", f"{exc.problem}: only root may write dtenant's "
+                          "configuration, so none of it is used") from None  # fmt: skip
     except OSError as exc:
-        raise ConfigError(str(file), "", f"cannot read: {exc.strerror}") from None
+        raise ConfigError(
+            exc.filename or str(dropins), "", f"cannot read: {exc.strerror}"
+        ) from None
+    return [(file, _parse(text, file)) for file, text in found]
 
 
 def load(
-    main: Path = Path(paths.CONFIG_FILE), dropins: Path = Path(paths.CONFIG_DROPINS)
+    main: Path = Path(paths.CONFIG_FILE),
+    dropins: Path = Path(paths.CONFIG_DROPINS),
+    trust: Trust = trusted.ROOT,
 ) -> Config:
-    files = config_files(main, dropins)
+    files = _read_trusted(main, dropins, trust)
     merged: dict[str, dict[str, tuple[Any, str]]] = {}
-    for file in files:
-        for section, table in _read(file).items():
+    for file, content in files:
+        for section, table in content.items():
             if section not in SECTIONS:
-                raise ConfigError(
-                    str(file), section, f"unknown section (known: {', '.join(SECTIONS)})"
-                )
+                raise ConfigError(file, section, f"unknown section (known: {', '.join(SECTIONS)})")
             if not isinstance(table, dict):
-                raise ConfigError(str(file), section, "must be a table ([section])")
+                raise ConfigError(file, section, "must be a table ([section])")
             for key, value in table.items():
-                merged.setdefault(section, {})[key] = (value, str(file))
+                merged.setdefault(section, {})[key] = (value, file)
     sections = {name: _build(name, SECTIONS[name], merged.get(name, {})) for name in SECTIONS}
-    config = Config(**sections, files=tuple(str(f) for f in files))
+    config = Config(**sections, files=tuple(file for file, _ in files))
     _check(config, merged)
+    _check_daemon_extra(config.daemon.extra, _origin(merged, "daemon", "extra"))
     return config
 
 
@@ -209,14 +233,6 @@ def _origin(merged: dict[str, dict[str, tuple[Any, str]]], section: str, key: st
     return entry[1] if entry else "(default)"
 
 
-RESERVED_DAEMON_KEYS = frozenset({
-    "bridge", "bip", "data-root", "exec-root", "pidfile", "hosts", "iptables", "ip-masq",
-    "default-address-pools", "containerd", "containerd-namespace",
-    "containerd-plugins-namespace", "userns-remap", "authorization-plugins", "cgroup-parent",
-    "exec-opts", "default-cgroupns-mode", "builder", "live-restore",
-})  # fmt: skip
-
-
 def _check(config: Config, merged: dict[str, dict[str, tuple[Any, str]]]) -> None:
     """Cross-field rules; each failure names the key and the file that set it."""
     checks: list[tuple[str, str, Callable[[], str | None]]] = [
@@ -252,7 +268,6 @@ def _check(config: Config, merged: dict[str, dict[str, tuple[Any, str]]]) -> Non
         ("limits", "tasks_max", lambda: _limit(config.limits.tasks_max, r"\d+|\d+%")),
         ("userns", "subid_base", lambda: None if 65536 <= config.userns.subid_base
             <= (1 << 31) - 65536 else "must lie between 65536 and 2^31 - 65536"),
-        ("daemon", "extra", lambda: _no_reserved(config.daemon.extra)),
         ("daemon", "live_restore", lambda: "must be false: a tenant's containers stop with "
             "its daemon (they run under the daemon's own containerd)"
             if config.daemon.live_restore else None),
@@ -311,8 +326,80 @@ def _limit(value: str, pattern: str) -> str | None:
     return f"{value!r} is not a valid systemd limit here"
 
 
-def _no_reserved(extra: Mapping[str, Any]) -> str | None:
-    clash = sorted(RESERVED_DAEMON_KEYS & set(extra))
-    if clash:
-        return f"sets keys that dtenant owns: {', '.join(clash)}"
-    return None
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _count(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return None if ok else "must be a whole number, 0 or more"
+
+
+def _strings(value: Any) -> str | None:
+    ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
+    return None if ok else "must be a list of strings"
+
+
+def _matching(pattern: str, example: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        ok = isinstance(value, str) and re.fullmatch(pattern, value)
+        return None if ok else f"must be a string like {example!r}"
+
+    return check
+
+
+def _table(allowed: Mapping[str, Callable[[Any], str | None]]) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, dict):
+            return f"must be a table with keys among {', '.join(allowed)}"
+        for key, item in value.items():
+            if key not in allowed:
+                return f"{key!r} is not allowed here (allowed: {', '.join(allowed)})"
+            problem = allowed[key](item)
+            if problem:
+                return f"{key} {problem}"
+        return None
+
+    return check
+
+
+# daemon.extra: dockerd settings that change neither what a container can do to the host
+# nor where the daemon keeps or finds things (so no runtimes, hosts, storage, network,
+# cgroup, seccomp or user-namespace settings): log verbosity and rotation, pulls and
+# pushes, shutdown, containers' DNS, MTU and /dev/shm. dockerd 20.10's names and types.
+DAEMON_EXTRA: dict[str, Callable[[Any], str | None]] = {
+    "debug": _flag,
+    "log-level": _matching(r"debug|info|warn|error|fatal", "info"),
+    # For the default json-file driver: rotation only (log-driver itself is not allowed).
+    "log-opts": _table({"max-size": _matching(r"\d+[kmg]?", "10m"),
+                        "max-file": _matching(r"\d+", "3"),
+                        "compress": _matching(r"true|false", "true")}),
+    "max-concurrent-downloads": _count,
+    "max-concurrent-uploads": _count,
+    "max-download-attempts": _count,
+    "shutdown-timeout": _count,
+    # Where images come from: a tenant may pull from any registry anyway.
+    "registry-mirrors": _strings,
+    "insecure-registries": _strings,
+    "dns": _strings,
+    "dns-opts": _strings,
+    "dns-search": _strings,
+    "mtu": _count,
+    "default-shm-size": _matching(r"\d+[bkmgBKMG]?", "64M"),
+    "features": _table({"buildkit": _flag}),
+}  # fmt: skip
+_EXTRA_HINTS = {"live-restore": "; set daemon.live_restore instead"}
+
+
+def _check_daemon_extra(extra: Mapping[str, Any], file: str) -> None:
+    for key, value in extra.items():
+        if key not in DAEMON_EXTRA:
+            raise ConfigError(
+                file,
+                f"daemon.extra.{key}",
+                "not allowed: daemon.extra takes "
+                f"only {', '.join(DAEMON_EXTRA)}{_EXTRA_HINTS.get(key, '')}",
+            )
+        problem = DAEMON_EXTRA[key](value)
+        if problem:
+            raise ConfigError(file, f"daemon.extra.{key}", problem)

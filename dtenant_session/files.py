@@ -3,25 +3,51 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+# Root's alone: a tenant's daemon.json, the registry, stamps. Nothing running as a user
+# reads them, and they tell one tenant about the others.
+PRIVATE = 0o600
 
 
 def write_if_changed(path: Path, content: str, mode: int = 0o644) -> bool:
-    """Atomically replace path with content; False (and no write) when already equal."""
+    """Atomically replace path with content and mode; False (and no write) when both are
+    already so."""
     try:
-        if path.read_text() == content:
+        if path.read_text() == content and stat.S_IMODE(path.stat().st_mode) == mode:
             return False
     except (FileNotFoundError, UnicodeDecodeError):
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.dtenant-tmp")
-    with temporary.open("w") as stream:
+    # Created with its final mode, so the content is never readable by more than that.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode)  # fmt: skip
+    with os.fdopen(fd, "w") as stream:
+        os.fchmod(fd, mode)  # a temporary left by a crash keeps its old mode; umask narrows
         stream.write(content)
         stream.flush()
-        os.fsync(stream.fileno())
-    temporary.chmod(mode)
+        os.fsync(fd)
     temporary.replace(path)
     return True
+
+
+def make_private(path: Path, *, create: bool = False) -> bool:
+    """Mode 0600 on root's file at path (created empty if asked), no symlink followed;
+    True when its mode changed."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    try:
+        fd = os.open(path, flags, PRIVATE)
+    except FileNotFoundError:
+        return False
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) == PRIVATE:
+            return False
+        os.fchmod(fd, PRIVATE)
+        return True
+    finally:
+        os.close(fd)
 
 
 def remove(path: Path) -> bool:

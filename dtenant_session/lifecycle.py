@@ -47,7 +47,8 @@ def stop_daemon(allocation: Allocation, config: Config, *, with_containers: bool
     # The daemon's own file with one change: what it holds stays exactly as it was.
     original = t.daemon_json.read_text()
     settings = json.loads(original)
-    files.write_if_changed(t.daemon_json, render.json_text({**settings, "live-restore": False}))
+    without_live_restore = render.json_text({**settings, "live-restore": False})
+    files.write_if_changed(t.daemon_json, without_live_restore, mode=files.PRIVATE)
     try:
 
         async def reload_and_stop(bus: systemd.Bus) -> None:
@@ -58,7 +59,7 @@ def stop_daemon(allocation: Allocation, config: Config, *, with_containers: bool
 
         systemd.run(reload_and_stop, timeout=300)
     finally:
-        files.write_if_changed(t.daemon_json, original)
+        files.write_if_changed(t.daemon_json, original, mode=files.PRIVATE)
 
 
 def _release_units(t: Tenant) -> None:

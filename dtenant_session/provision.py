@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dtenant_session import (
     files,
@@ -88,6 +89,8 @@ def _directories(allocation: Allocation) -> None:
     os.chown(t.bundle_dir, t.id_base, t.id_base, follow_symlinks=False)
     os.chmod(t.bundle_dir, 0o700, follow_symlinks=False)
     verify.write_owner_stamp(t.user, t.uid)
+    # Root's alone from the start: the hook's `touch` at logout then only sets its mtime.
+    files.make_private(Path(paths.activity_path(t.user)), create=True)
 
 
 def id_space(config: Config) -> IdSpace:
@@ -152,7 +155,9 @@ def _converge(
     for file in subid.ensure(t.id_base, t.uid, account.gid):
         outcome.steps.append(f"mapped {t.root_account} in {file}")
     _directories(allocation)
-    if files.write_if_changed(t.daemon_json, render.daemon_json(allocation, config), 0o600):
+    if files.write_if_changed(
+        t.daemon_json, render.daemon_json(allocation, config), mode=files.PRIVATE
+    ):
         outcome.steps.append(f"wrote {t.daemon_json}")
     units_changed = files.write_if_changed(
         t.service_dropin, render.service_dropin(allocation, bind_roots(config, account))

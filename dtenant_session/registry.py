@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 
-from dtenant_session import allocate, paths
+from dtenant_session import allocate, files, paths
 from dtenant_session.config import Network
 from dtenant_session.errors import DtenantError
 from dtenant_session.tenant import Tenant
@@ -87,11 +87,19 @@ class Allocation:
         return f"{self.gateway}/{prefix}"
 
 
+def _root_only(path: Path) -> None:
+    """SQLite gives its -wal and -shm files the database's mode: all three root's alone."""
+    files.make_private(path, create=True)
+    for suffix in ("-wal", "-shm"):
+        files.make_private(path.with_name(path.name + suffix))
+
+
 class Registry:
     def __init__(self, path: Path = Path(paths.REGISTRY), *, busy_timeout: float = 5.0) -> None:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            _root_only(path)
             self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
             self._db.execute("PRAGMA synchronous=NORMAL")
             # Reading the schema also tells a corrupt file from a registry. Creating it is

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dtenant_session import command, files, network, paths, render, stamp, systemd
+from dtenant_session import command, files, network, paths, render, stamp, systemd, verify
 from dtenant_session.config import Config
 from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation, Registry
@@ -21,6 +21,12 @@ def apply(config: Config) -> list[str]:
         allocations = registry.all()
     network.sync_firewall(allocations, config)
     steps.append(f"firewall synced for {len(allocations)} tenants")
+    # Written world-readable by earlier versions; provisioning writes them 0600.
+    tenants = [a.tenant for a in allocations]
+    private = [files.make_private(f) for t in tenants
+               for f in (t.daemon_json, t.data_root / verify.OWNER_STAMP)]  # fmt: skip
+    if any(private):
+        steps.append(f"{sum(private)} tenant files made readable by root only")
     reload = False
     if files.write_if_changed(Path(REAP_INTERVAL_DROPIN), reap_interval_dropin(config)):
         reload = True

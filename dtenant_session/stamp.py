@@ -45,7 +45,9 @@ def is_current(user: str) -> bool:
 def write(user: str) -> None:
     os.makedirs(paths.STAMPS_DIR, mode=0o700, exist_ok=True)
     temporary = os.path.join(paths.STAMPS_DIR, f".{user}.tmp")
-    with open(temporary, "w") as stream:
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as stream:
+        os.fchmod(fd, 0o600)  # root's alone: the hook only looks at its mtime
         stream.write(f"provisioned by dtenant {__version__}\n")
     os.replace(temporary, paths.stamp_path(user))
 

@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from dtenant_session import activity, log, systemd
+from dtenant_session import activity, files, log, systemd
 from dtenant_session.authz import REAPER_AGENT
 from dtenant_session.registry import Allocation, Registry
 
@@ -64,7 +64,9 @@ def measure_size(allocation: Allocation) -> int:
             if st.st_dev == device:
                 total += st.st_blocks * 512
     record = allocation.tenant.state_dir / SIZE_FILE
-    record.write_text(json.dumps({"bytes": total, "measured": time.time()}))
+    files.write_if_changed(
+        record, json.dumps({"bytes": total, "measured": time.time()}), files.PRIVATE
+    )
     return total
 
 

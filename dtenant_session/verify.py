@@ -130,7 +130,9 @@ def rewrite_owner_stamp(user: str, uid: int) -> None:
 
 def _replace_json(path: str, content: dict[str, Any]) -> None:
     temporary = f"{path}.tmp"
-    with open(temporary, "w") as stream:
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as stream:
+        os.fchmod(fd, 0o600)  # root's alone, whatever a temporary left by a crash had
         json.dump(content, stream)
     os.replace(temporary, path)
 

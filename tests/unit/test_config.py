@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from dtenant_session import config
+from dtenant_session import config, trusted
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -17,7 +18,12 @@ def _load(tmp_path: Path, main: str | None, **dropins: str) -> config.Config:
     directory.mkdir(exist_ok=True)
     for name, text in dropins.items():
         (directory / f"{name}.toml").write_text(text)
-    return config.load(main_file, directory)
+    return config.load(main_file, directory, _mine(tmp_path))
+
+
+def _mine(tmp_path: Path) -> trusted.Trust:
+    """Files of the test's own user below tmp_path count as root's below /."""
+    return trusted.Trust(owner=os.geteuid(), top=str(tmp_path))
 
 
 def test_no_file_means_all_defaults(tmp_path: Path) -> None:
@@ -64,7 +70,7 @@ def test_dropins_override_in_name_order(tmp_path: Path) -> None:
         ('[network]\nnetworks_pool = "10.0.0.0/8"\n', "network.networks_pool", "overlaps"),
         ("[eligibility]\nmin_uid = 0\n", "eligibility.min_uid", "at least 1"),
         ("[hook]\ntime_limit = 0\n", "hook.time_limit", "more than 0"),
-        ('[daemon]\nextra = { bridge = "docker0" }\n', "daemon.extra", "owns: bridge"),
+        ('[daemon]\nextra = { bridge = "docker0" }\n', "daemon.extra.bridge", "not allowed"),
     ],
 )
 def test_errors_name_file_and_key(tmp_path: Path, text: str, key: str, problem: str) -> None:
@@ -84,3 +90,173 @@ def test_error_in_a_dropin_names_the_dropin(tmp_path: Path) -> None:
 def test_broken_toml_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(config.ConfigError, match=r"dtenant\.toml: not valid TOML"):
         _load(tmp_path, "[hook\n")
+
+
+# -- only root's files: whoever can write a drop-in configures every tenant as root ----
+
+
+def _refused(tmp_path: Path) -> config.ConfigError:
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(tmp_path / "dtenant.toml", tmp_path / "dtenant.toml.d", _mine(tmp_path))
+    message = str(caught.value)
+    assert "\n" not in message and "only root may write" in message
+    return caught.value
+
+
+@pytest.mark.parametrize(("mode", "who"), [(0o664, "group"), (0o646, "others")])
+def test_a_dropin_writable_by_others_refuses_the_whole_configuration(
+    tmp_path: Path, mode: int, who: str
+) -> None:
+    _load(tmp_path, "[hook]\ntime_limit = 3\n", **{"50-evil": "[hook]\ntime_limit = 4\n"})
+    (tmp_path / "dtenant.toml.d" / "50-evil.toml").chmod(mode)
+    refused = _refused(tmp_path)
+    assert refused.file == str(tmp_path / "dtenant.toml.d" / "50-evil.toml")
+    assert f"writable by {who} (mode 0{mode:o})" in refused.problem
+
+
+def test_a_writable_directory_on_the_way_is_refused(tmp_path: Path) -> None:
+    _load(tmp_path, "")
+    (tmp_path / "dtenant.toml.d").chmod(0o777)
+    refused = _refused(tmp_path)
+    assert refused.file == str(tmp_path / "dtenant.toml.d")
+    assert "writable by group and others" in refused.problem
+
+
+def test_the_main_file_group_writable_by_its_own_group_is_refused(tmp_path: Path) -> None:
+    _load(tmp_path, "")
+    (tmp_path / "dtenant.toml").chmod(0o660)  # g+w is g+w, whichever group it is
+    assert _refused(tmp_path).file == str(tmp_path / "dtenant.toml")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_a_dropin_owned_by_a_user_is_refused(tmp_path: Path) -> None:
+    _load(tmp_path, "", **{"50-alice": "[hook]\ntime_limit = 4\n"})
+    os.chown(tmp_path / "dtenant.toml.d" / "50-alice.toml", 65534, 65534)
+    refused = _refused(tmp_path)
+    assert refused.file.endswith("50-alice.toml")
+    assert "is owned by nobody (uid 65534), not by root (uid 0)" in refused.problem
+
+
+def test_a_dropin_of_another_owner_is_refused(tmp_path: Path) -> None:
+    """The same rule where chown is not possible: trust another uid than the files'."""
+    _load(tmp_path, "")
+    trust = trusted.Trust(owner=os.geteuid() + 1, top=str(tmp_path))
+    with pytest.raises(config.ConfigError, match=r"is owned by .*, not by"):
+        config.load(tmp_path / "dtenant.toml", tmp_path / "dtenant.toml.d", trust)
+
+
+def test_a_symlinked_dropin_is_refused_even_to_a_good_file(tmp_path: Path) -> None:
+    _load(tmp_path, "", **{"10-real": "[hook]\ntime_limit = 4\n"})
+    (tmp_path / "dtenant.toml.d" / "50-link.toml").symlink_to(tmp_path / "dtenant.toml")
+    refused = _refused(tmp_path)
+    assert refused.file.endswith("50-link.toml")
+    assert "is a symlink" in refused.problem
+
+
+def test_a_symlinked_dropin_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "dtenant.toml.d").symlink_to(tmp_path / "elsewhere")
+    assert "is a symlink" in _refused(tmp_path).problem
+
+
+def test_a_fifo_dropin_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    _load(tmp_path, "")
+    os.mkfifo(tmp_path / "dtenant.toml.d" / "50-fifo.toml", 0o644)
+    assert "is a FIFO, not a regular file" in _refused(tmp_path).problem
+
+
+def test_a_directory_named_like_a_dropin_is_refused(tmp_path: Path) -> None:
+    _load(tmp_path, "")
+    (tmp_path / "dtenant.toml.d" / "50-dir.toml").mkdir(mode=0o755)
+    assert "is a directory, not a regular file" in _refused(tmp_path).problem
+
+
+def test_a_hard_linked_dropin_is_refused(tmp_path: Path) -> None:
+    _load(tmp_path, "", **{"50-a": "[hook]\ntime_limit = 4\n"})
+    os.link(tmp_path / "dtenant.toml.d" / "50-a.toml", tmp_path / "other-name")
+    assert "has 2 hard links" in _refused(tmp_path).problem
+
+
+def test_hidden_and_other_files_in_the_dropin_directory_are_ignored(tmp_path: Path) -> None:
+    loaded = _load(tmp_path, None, **{".50-a": "[hook]\ntime_limit = 4\n"})
+    (tmp_path / "dtenant.toml.d" / "README").write_text("not toml")
+    assert loaded.hook.time_limit == config.Hook().time_limit
+    assert loaded.files == ()
+
+
+def test_a_missing_configuration_directory_means_defaults(tmp_path: Path) -> None:
+    trust = _mine(tmp_path)
+    loaded = config.load(tmp_path / "no" / "dtenant.toml", tmp_path / "no" / "d", trust)
+    assert loaded == config.Config()
+
+
+# -- daemon.extra: an allow-list of settings that cannot weaken the host -----------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["runtimes", "default-runtime", "hosts", "authorization-plugins", "data-root",
+     "exec-root", "userns-remap", "containerd", "cgroup-parent", "exec-opts",
+     "seccomp-profile", "iptables", "bridge", "storage-driver", "storage-opts",
+     "log-driver", "default-ulimits", "experimental", "no-new-privileges", "init-path",
+     "live-restore", "group", "tls"],
+)  # fmt: skip
+def test_daemon_extra_refuses_what_is_not_allowed(tmp_path: Path, key: str) -> None:
+    text = f'[daemon.extra]\n"{key}" = "x"\n'
+    with pytest.raises(config.ConfigError) as caught:
+        _load(tmp_path, "", **{"50-extra": text})
+    assert caught.value.file.endswith("50-extra.toml")
+    assert caught.value.key == f"daemon.extra.{key}"
+    assert "not allowed: daemon.extra takes only debug, log-level" in caught.value.problem
+
+
+def test_runtimes_as_the_finding_wrote_them_are_refused(tmp_path: Path) -> None:
+    text = ('[daemon]\nextra = { default-runtime = "evil", '
+            'runtimes = { evil = { path = "/home/alice/evil" } } }\n')  # fmt: skip
+    with pytest.raises(config.ConfigError, match=r"50-x\.toml: daemon\.extra\.default-runtime"):
+        _load(tmp_path, "", **{"50-x": text})
+
+
+def test_daemon_extra_takes_the_allowed_keys(tmp_path: Path) -> None:
+    text = (
+        "[daemon.extra]\n"
+        'debug = true\n"log-level" = "warn"\n'
+        '"log-opts" = { max-size = "10m", max-file = "3", compress = "true" }\n'
+        '"max-concurrent-downloads" = 6\n"shutdown-timeout" = 30\n'
+        '"registry-mirrors" = ["https://mirror.example"]\ndns = ["10.0.0.53"]\n'
+        'mtu = 1400\n"default-shm-size" = "128M"\nfeatures = { buildkit = true }\n'
+    )
+    loaded = _load(tmp_path, text)
+    assert loaded.daemon.extra["log-opts"] == {"max-size": "10m", "max-file": "3",
+                                               "compress": "true"}  # fmt: skip
+    assert loaded.daemon.extra["features"] == {"buildkit": True}
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('debug = "yes"', "must be true or false"),
+        ('"log-level" = "chatty"', "must be a string like 'info'"),
+        ('"log-opts" = { syslog-address = "udp://1.2.3.4:514" }', "'syslog-address' is not "
+         "allowed here (allowed: max-size, max-file, compress)"),
+        ('"log-opts" = { max-size = 10 }', "max-size must be a string like '10m'"),
+        ("features = { buildkit = true, other = true }", "'other' is not allowed here"),
+        ("dns = \"10.0.0.53\"", "must be a list of strings"),
+        ("mtu = -1", "must be a whole number"),
+        ('"default-shm-size" = "1 gig"', "must be a string like '64M'"),
+    ],
+)  # fmt: skip
+def test_daemon_extra_values_are_checked(tmp_path: Path, text: str, problem: str) -> None:
+    with pytest.raises(config.ConfigError) as caught:
+        _load(tmp_path, f"[daemon.extra]\n{text}\n")
+    assert caught.value.key.startswith("daemon.extra.")
+    assert problem in caught.value.problem
+
+
+def test_a_socket_dropin_is_refused(tmp_path: Path) -> None:
+    import socket
+
+    _load(tmp_path, "")
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(tmp_path / "dtenant.toml.d" / "50-sock.toml"))
+        assert "is a socket, not a regular file" in _refused(tmp_path).problem

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from dtenant_session import render
-from dtenant_session.config import Config, Daemon, Eligibility
+from dtenant_session.config import DAEMON_EXTRA, Config, Daemon, Eligibility
 from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation
 
@@ -41,9 +41,14 @@ def test_daemon_json_isolates_every_per_daemon_resource() -> None:
 
 
 def test_extra_daemon_settings_never_override_owned_ones() -> None:
-    config = Config(daemon=Daemon(extra={"log-driver": "journald"}))
+    config = Config(daemon=Daemon(extra={"log-level": "warn", "bridge": "docker0"}))
     daemon = json.loads(render.daemon_json(ALICE, config))
-    assert daemon["log-driver"] == "journald"
+    assert daemon["log-level"] == "warn"
+    assert daemon["bridge"] == "dtenant3"
+
+
+def test_no_allowed_extra_key_is_one_dtenant_sets() -> None:
+    assert not set(DAEMON_EXTRA) & set(render.daemon_config(ALICE, Config()))
 
 
 def test_pam_gate_skips_pam_env_for_every_ineligible_rule() -> None:

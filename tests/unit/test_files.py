@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from dtenant_session import files
+from dtenant_session.registry import Registry
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_private_file_is_never_readable_by_others(tmp_path: Path) -> None:
+    target = tmp_path / "daemon.json"
+    old = os.umask(0)
+    try:
+        assert files.write_if_changed(target, "{}\n", mode=files.PRIVATE)
+    finally:
+        os.umask(old)
+    assert _mode(target) == 0o600
+
+
+def test_a_wider_mode_is_narrowed_even_when_the_content_is_the_same(tmp_path: Path) -> None:
+    target = tmp_path / "daemon.json"
+    target.write_text("{}\n")
+    target.chmod(0o644)  # as earlier versions wrote it
+    assert files.write_if_changed(target, "{}\n", mode=files.PRIVATE)
+    assert _mode(target) == 0o600
+    assert not files.write_if_changed(target, "{}\n", mode=files.PRIVATE)
+
+
+def test_a_leftover_temporary_does_not_lend_its_mode(tmp_path: Path) -> None:
+    leftover = tmp_path / ".daemon.json.dtenant-tmp"
+    leftover.write_text("half")
+    leftover.chmod(0o666)
+    files.write_if_changed(tmp_path / "daemon.json", "{}\n", mode=files.PRIVATE)
+    assert _mode(tmp_path / "daemon.json") == 0o600
+
+
+def test_make_private(tmp_path: Path) -> None:
+    target = tmp_path / "stamp"
+    assert not files.make_private(target)  # nothing there: nothing made
+    assert not target.exists()
+    target.write_text("x")
+    target.chmod(0o644)
+    assert files.make_private(target)
+    assert _mode(target) == 0o600
+    assert not files.make_private(target)
+
+
+def test_the_registry_and_its_wal_are_root_s_alone(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sqlite3"
+    with Registry(path):
+        pass
+    assert _mode(path) == 0o600
+    path.chmod(0o644)  # as earlier versions left it
+    with Registry(path) as registry:
+        registry.all()
+        assert _mode(path) == 0o600
+        for suffix in ("-wal", "-shm"):
+            sidecar = path.with_name(path.name + suffix)
+            assert not sidecar.exists() or _mode(sidecar) == 0o600
