@@ -26,7 +26,7 @@ from dtenant_session import (
     subid,
     systemd,
     tenant,
-    trust,
+    trusted,
     upgrade,
     verify,
 )
@@ -106,7 +106,7 @@ def bind_roots(config: Config, account: tenant.Account) -> list[str]:
     roots = []
     for pattern in config.policy.bind_roots:
         path = pattern.replace("{home}", account.home).replace("{user}", account.name)
-        resolved = trust.owned_directory(path, account.uid)
+        resolved = trusted.owned_directory(path, account.uid)
         if resolved is not None:
             roots.append(resolved)
     return roots

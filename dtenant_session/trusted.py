@@ -133,3 +133,47 @@ def read_file(directory: int, name: str, path: str, trust: Trust) -> bytes | Non
             return stream.read()
     except OSError as exc:
         raise Untrusted(path, f"cannot read: {exc.strerror}") from None
+
+
+def owned_directory(path: str, uid: int, trust: Trust = ROOT) -> str | None:
+    """The real path of a directory root may let a tenant's daemon write (a bind root):
+    owned by `uid` or root, writable by neither group nor others, below directories only
+    root can change; a symlink on the way (/home -> /srv/home) must be root's, in such a
+    directory. None when it does not exist."""
+    real = os.path.realpath(path)
+    try:
+        st = os.lstat(real)
+    except FileNotFoundError:
+        return None
+    found = problem(st, Trust(owner=0 if st.st_uid == 0 else uid), directory=True)
+    if found:
+        raise Untrusted(path, f"{found}; a bind root must be the user's own")
+    _root_only_above(real, trust)
+    _root_symlinks_only(path, trust)
+    return real
+
+
+def _root_only_above(real: str, trust: Trust) -> None:
+    parent = os.path.dirname(real)
+    while True:
+        found = problem(os.lstat(parent), trust, directory=True)
+        if found:
+            raise Untrusted(parent, f"{found}: anything below it can be swapped")
+        if parent in ("/", os.path.normpath(trust.top)):
+            return
+        parent = os.path.dirname(parent)
+
+
+def _root_symlinks_only(path: str, trust: Trust) -> None:
+    current = "/"
+    for name in os.path.abspath(path).split("/")[1:]:
+        current = os.path.join(current, name)
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            if st.st_uid != trust.owner:
+                raise Untrusted(current, f"is a symlink owned by {_who(st.st_uid)}")
+            _root_only_above(current, trust)
+            current = os.path.realpath(current)

@@ -260,3 +260,28 @@ def test_a_socket_dropin_is_refused(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX) as listener:
         listener.bind(str(tmp_path / "dtenant.toml.d" / "50-sock.toml"))
         assert "is a socket, not a regular file" in _refused(tmp_path).problem
+
+
+def test_a_bind_root_must_be_the_users_own_below_root_only_directories(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to own the parents")
+    below = trusted.Trust(owner=0, top=str(tmp_path))  # as if tmp_path were /
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    assert trusted.owned_directory(str(home), 1234, below) == str(home)
+    assert trusted.owned_directory(str(tmp_path / "missing"), 1234, below) is None
+    os.chown(home, 4321, 4321)
+    with pytest.raises(trusted.Untrusted, match="the user's own"):
+        trusted.owned_directory(str(home), 1234, below)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)  # noqa: S103 - like /tmp: anyone may swap names in it
+    (shared / "alice").mkdir()
+    os.chown(shared / "alice", 1234, 1234)
+    with pytest.raises(trusted.Untrusted, match="can be swapped"):
+        trusted.owned_directory(str(shared / "alice"), 1234, below)
+    (tmp_path / "link").symlink_to(home)
+    os.chown(tmp_path / "link", 1234, 1234, follow_symlinks=False)
+    os.chown(home, 1234, 1234)
+    with pytest.raises(trusted.Untrusted, match="symlink owned by"):
+        trusted.owned_directory(str(tmp_path / "link"), 1234, below)
