@@ -43,3 +43,8 @@ def activity_path(user: str) -> str:
 
 def authz_plugin(user: str) -> str:
     return f"dtenant-{user}"
+
+
+def private_subid(user: str, host_file: str) -> str:
+    """The tenant's own copy of /etc/subuid or /etc/subgid, bound over it for its daemon."""
+    return f"{TENANTS_DIR}/{user}/{host_file.rsplit('/', 1)[1]}"

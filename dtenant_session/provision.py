@@ -152,9 +152,13 @@ def _converge(
     t = allocation.tenant
     if idmap.ensure(t):
         outcome.steps.append(f"created {t.root_account} (uid and gid {t.id_base}), container root")
-    for file in subid.ensure(t.id_base, t.uid, account.gid):
-        outcome.steps.append(f"mapped {t.root_account} in {file}")
+    for file in subid.reserve(t.id_base):
+        outcome.steps.append(f"reserved {t.id_base}-{t.id_base + subid.ID_BLOCK - 1} in {file}")
     _directories(allocation)
+    for host_file, own in ((subid.SUBUID, t.uid), (subid.SUBGID, account.gid)):
+        path = t.subid_files[host_file]
+        if files.write_if_changed(path, subid.private_text(t.id_base, own), mode=files.PRIVATE):
+            outcome.steps.append(f"wrote {path}: the daemon's map")
     if files.write_if_changed(
         t.daemon_json, render.daemon_json(allocation, config), mode=files.PRIVATE
     ):

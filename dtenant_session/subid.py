@@ -3,11 +3,8 @@
 Docker hands its remapped root daemon-private paths (layers, volumes, the fifo directory
 of the exec-root), so container root must be an id that nobody logs in as. Each tenant
 has a block of ID_BLOCK host ids of its own (the registry's id_base) and a system account
-that owns them (idmap.py); the tenant's daemon runs with `userns-remap` naming that
-account. Its entries here are keyed by the account's uid number, which Docker 20.10 looks
-up first (pkg/idtools: entries for the uid string, else for the name). shadow's newuidmap
-gives a login user only entries keyed by her own name or uid, so no user can map these
-ids into a namespace of her own. The map keeps the user's own id (Podman's keep-id):
+that owns them (idmap.py); the tenant's daemon runs with `userns-remap` naming it. The
+map keeps the user's own id (Podman's keep-id):
 
     ID:ID:U          container ids 0..U-1     -> host ID..ID+U-1   (root: ID, nobody)
     ID:U:1           container id U           -> host U            (the user herself)
@@ -15,8 +12,14 @@ ids into a namespace of her own. The map keeps the user's own id (Podman's keep-
 
 where U is the user's uid (subuid) or primary gid (subgid), so `docker run --user
 $(id -u):$(id -g) -v ~/w:/w` writes files the user owns. A U outside the block gets the
-plain map ID:ID:65536. Docker builds its map in file order (pkg/idtools createIDMap).
-Writes take shadow's own lock (/etc/subuid.lock) and replace the file atomically.
+plain map ID:ID:65536. Docker 20.10 builds its map in file order (pkg/idtools
+createIDMap, entries of the uid string, else of the name), but shadow's tools sort
+/etc/subuid by range start whenever they allocate a range (useradd): the user's own
+line would then come first and make her container root. So the map lives in files of
+the tenant's own (TENANT/subuid, TENANT/subgid) that docker@.service binds over
+/etc/subuid and /etc/subgid in the daemon's namespace; the host's files only reserve
+the block (ID:ID:65536, keyed by the account's uid, which only that account could use
+with newuidmap). Writes take shadow's own lock and replace files atomically.
 """
 
 from __future__ import annotations
@@ -93,8 +96,8 @@ def docker_selection(text: str, uid: int, name: str) -> list[Range]:
 
 def mapping_problems(texts: dict[str, str], id_base: int, account: str, own: dict[str, int]
                      ) -> list[str]:  # fmt: skip
-    """What would make Docker map the tenant otherwise than intended (pure): `texts` and
-    `own` are keyed by file (SUBUID, SUBGID), `own` giving the user's uid and gid."""
+    """What would make Docker map the tenant otherwise than intended (pure): `texts` are
+    the files the daemon reads, `own` the user's uid and gid, both keyed by file name."""
     found = []
     for file, text in texts.items():
         wanted = keep_id_map(id_base, own[file])
@@ -226,14 +229,23 @@ def edit(file: str, change: Callable[[str], str | None]) -> bool:
         return True
 
 
-def ensure(id_base: int, uid: int, gid: int) -> list[str]:
-    """Give a tenant its entries in both files; returns the files that changed."""
-    changed = []
-    for file, own in ((SUBUID, uid), (SUBGID, gid)):
-        wanted = keep_id_map(id_base, own)
+def reservation(id_base: int) -> list[Range]:
+    """What the host's files hold for a tenant: its block, as one range."""
+    return [Range(str(id_base), id_base, ID_BLOCK)]
 
-        def planned(text: str, wanted: list[Range] = wanted, file: str = file) -> str | None:
-            return plan(text, wanted, file)
+
+def private_text(id_base: int, own: int) -> str:
+    """A tenant's own subuid or subgid file, the one its daemon reads (pure)."""
+    return "".join(f"{r.line()}\n" for r in keep_id_map(id_base, own))
+
+
+def reserve(id_base: int) -> list[str]:
+    """Reserve the tenant's block in the host's files; returns the files that changed."""
+    changed = []
+    for file in (SUBUID, SUBGID):
+
+        def planned(text: str, file: str = file) -> str | None:
+            return plan(text, reservation(id_base), file)
 
         if edit(file, planned):
             changed.append(file)

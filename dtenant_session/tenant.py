@@ -11,7 +11,7 @@ from pathlib import Path
 from dtenant_session import paths
 from dtenant_session.config import Eligibility
 from dtenant_session.errors import DtenantError
-from dtenant_session.subid import account_name
+from dtenant_session.subid import SUBGID, SUBUID, account_name
 
 # What dtenant accepts as a user name: what Debian's useradd --badname allows minus what
 # would be unsafe as a path component or a unit instance (no '/', no leading '.' or '-').
@@ -162,6 +162,11 @@ class Tenant:
     @property
     def pidfile(self) -> Path:
         return self.run_dir / "docker.pid"
+
+    @property
+    def subid_files(self) -> dict[str, Path]:
+        """The daemon's own /etc/subuid and /etc/subgid (bound over them in its namespace)."""
+        return {file: Path(paths.private_subid(self.user, file)) for file in (SUBUID, SUBGID)}
 
     @property
     def key_file(self) -> Path:

@@ -174,9 +174,11 @@ def check_mapping(user: str, id_base: int) -> list[Finding]:
     if account_uid != id_base:
         return [Finding(user, "ids", f"{account} has uid {account_uid}, not {id_base}",
                         advice="another account took the name: rename it")]  # fmt: skip
-    texts = {subid.SUBUID: subid.read(subid.SUBUID), subid.SUBGID: subid.read(subid.SUBGID)}
+    # What the daemon reads as /etc/subuid and /etc/subgid: the tenant's own files.
+    files = (subid.SUBUID, subid.SUBGID)
+    texts = {file: subid.read(paths.private_subid(user, file)) for file in files}
     own = {subid.SUBUID: entry.pw_uid, subid.SUBGID: entry.pw_gid}
-    advice = f"remove the foreign lines, then `dtenant provision {user}`"
+    advice = f"run `dtenant provision {user}`"
     problems = subid.mapping_problems(texts, id_base, account, own)
     found = [Finding(user, "ids", problem, advice=advice) for problem in problems]
     root = data_root(user)

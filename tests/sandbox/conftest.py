@@ -78,6 +78,14 @@ def tenants(lab: host.Lab) -> tuple[str, ...]:
     return ACCOUNTS
 
 
+def container_root(lab: host.Lab, user: str) -> int:
+    """The host id of `user`'s container root: its tenant account's uid (and gid)."""
+    account = lab.run(["python3", "-c", "import json, sys; print(json.load(open(sys.argv[1]))"
+                       "['userns-remap'].split(':')[0])",
+                       f"/var/lib/dtenant/tenants/{user}/daemon.json"]).stdout.strip()  # fmt: skip
+    return int(lab.run(["id", "-u", account]).stdout)
+
+
 OUTSIDE = "198.51.100.2"  # a host "outside": a network namespace in the lab with a web server
 
 

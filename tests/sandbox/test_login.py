@@ -12,7 +12,7 @@ import pytest
 
 from dtenant_session import testimage
 from dtenant_session.lab import host
-from tests.sandbox.conftest import Journal
+from tests.sandbox.conftest import Journal, container_root
 
 IMAGE = testimage.IMAGE
 
@@ -43,9 +43,10 @@ def test_each_account_has_its_own_daemon_and_data_root(
         for user in tenants
     }
     for user in tenants:
-        ids = lab.run(["sh", "-c", f"echo $(id -u {user}).$(id -g {user})"]).stdout.strip()
-        # userns-remap keeps a remapped daemon's state in DATA-ROOT/UID.GID
-        assert roots[user] == f"/var/lib/dtenant/tenants/{user}/docker/{ids}"
+        root = container_root(lab, user)
+        # userns-remap keeps a remapped daemon's state in DATA-ROOT/UID.GID of its root
+        assert roots[user] == f"/var/lib/dtenant/tenants/{user}/docker/{root}.{root}"
+    assert len(set(roots.values())) == len(tenants)
 
 
 def test_accounts_cannot_see_each_others_objects(lab: host.Lab, tenants: tuple[str, ...]) -> None:
@@ -75,8 +76,8 @@ def test_root_gets_no_docker_host(lab: host.Lab) -> None:
 
 
 def test_every_way_in_reaches_the_own_daemon(lab: host.Lab, tenants: tuple[str, ...]) -> None:
-    ids = lab.run(["sh", "-c", "echo $(id -u alice).$(id -g alice)"]).stdout.strip()
-    expected = f"/var/lib/dtenant/tenants/alice/docker/{ids}"
+    root = container_root(lab, "alice")
+    expected = f"/var/lib/dtenant/tenants/alice/docker/{root}.{root}"
     fmt = "--format '{{.DockerRootDir}}'"
     non_interactive = lab.ssh("alice", f"docker info {fmt}").stdout.strip()
     interactive = lab.ssh("alice", f"docker info {fmt}", tty=True).stdout.strip()

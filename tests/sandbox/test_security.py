@@ -11,7 +11,7 @@ import pytest
 
 from dtenant_session import testimage
 from dtenant_session.lab import host
-from tests.sandbox.conftest import load_image
+from tests.sandbox.conftest import container_root, load_image
 
 IMAGE = testimage.IMAGE
 RAWAPI = Path(__file__).with_name("rawapi.py")
@@ -222,16 +222,27 @@ def test_the_user_keeps_her_own_id_inside_the_container(lab: host.Lab, alice: st
     lab.ssh("alice", "rm -f ~/w/roots ~/w/mine")
 
 
-def test_subuid_entries_are_keyed_by_the_accounts_uid(lab: host.Lab, alice: str) -> None:
+def test_the_host_reserves_the_block_and_the_daemon_reads_its_own_map(
+    lab: host.Lab, alice: str
+) -> None:
     uid, _ = _ids(lab, "alice")
+    root = container_root(lab, "alice")
     subuid = lab.run(["cat", "/etc/subuid"]).stdout.splitlines()
-    mine = [line for line in subuid if line.split(":")[1] == str(uid) and line.endswith(":1")]
-    assert len(mine) == 1
-    key = mine[0].split(":")[0]
-    account = lab.run(["getent", "passwd", key]).stdout.split(":")
-    assert key.isdigit() and account[0].startswith("_dtenant")
-    # 0.1's line (the user's own uid as container root, keyed by her name) is gone
-    assert f"alice:{uid}:1" not in subuid
+    assert [line for line in subuid if line.startswith(f"{root}:")] == [f"{root}:{root}:65536"]
+    assert f"alice:{uid}:1" not in subuid  # 0.1's line: container root was the user
+    private = lab.run(["cat", "/var/lib/dtenant/tenants/alice/subuid"]).stdout.split()
+    assert private == [f"{root}:{root}:{uid}", f"{root}:{uid}:1",
+                       f"{root}:{root + uid + 1}:{65536 - uid - 1}"]  # fmt: skip
+    assert lab.run(["getent", "passwd", str(root)]).stdout.startswith("_dtenant")
+
+
+def test_the_map_survives_shadow_sorting_the_host_files(lab: host.Lab, alice: str) -> None:
+    # useradd allocating a range sorts /etc/subuid by range start: the user's own uid
+    # would come first and be container root if the daemon read that file.
+    lab.run(["useradd", "--create-home", "sorter"], check=False)
+    lab.run(["systemctl", "restart", "docker@alice.service"])
+    test_container_root_is_an_id_nobody_logs_in_as(lab, alice)
+    test_the_user_keeps_her_own_id_inside_the_container(lab, alice)
 
 
 def _tar_with_devices() -> bytes:

@@ -80,3 +80,13 @@ def test_overlapping_ranges_of_different_owners_are_flagged() -> None:
     assert subid.overlaps({"/etc/subuid": text}) == [
         "/etc/subuid: a:100000:65536 overlaps b:150000:65536"
     ]
+
+
+def test_the_host_files_only_reserve_the_block_and_the_daemon_reads_its_own() -> None:
+    assert [r.line() for r in subid.reservation(BASE)] == [f"{BASE}:{BASE}:65536"]
+    assert subid.private_text(BASE, 1001) == (
+        f"{BASE}:{BASE}:1001\n{BASE}:1001:1\n{BASE}:{BASE + 1002}:64534\n"
+    )
+    # shadow re-sorts the host's file by range start: a reservation survives that.
+    text = f"alice:100000:65536\n{BASE}:{BASE}:65536\n"
+    assert subid.plan(text, subid.reservation(BASE), "/etc/subuid") is None
