@@ -121,11 +121,13 @@ class _Tree:
 
     resume = True
 
+    follow_root = True  # root is the administrator's path: below it nothing is followed
+
     def __init__(self, root: str, limits: Limits) -> None:
         self.limits = limits
         self.result = Result()
         self.deadline = None if limits.seconds is None else time.monotonic() + limits.seconds
-        fd = os.open(root, _DIR_FLAGS)
+        fd = os.open(root, _DIR_FLAGS & ~os.O_NOFOLLOW if self.follow_root else _DIR_FLAGS)
         self.root = Directory(None, root.rstrip("/") or "/", os.fstat(fd), fd)
         self.stack = [self.root]
         self.held: OrderedDict[Directory, None] = OrderedDict()  # reopenable, LRU first
@@ -275,7 +277,12 @@ class _Tree:
             ancestor = ancestor.parent
         fd = ancestor.fd
         for step in reversed(chain):
-            fd = os.open(step.name, _DIR_FLAGS, dir_fd=fd)
+            try:
+                fd = os.open(step.name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in _NOT_A_DIRECTORY:  # a symlink or a file there now
+                    raise _Changed(step.path()) from None
+                raise
             st = os.fstat(fd)
             if (st.st_dev, st.st_ino) != (step.dev, step.ino):
                 os.close(fd)
@@ -395,6 +402,7 @@ def open_regular(dir_fd: int, name: str) -> int | None:
 
 class _Removal(_Tree):
     resume = False
+    follow_root = False  # a symlink at root goes, not what it points at
     MAX_RESCANS = 3
 
     def _unlink(self, directory: Directory, name: str) -> bool:
