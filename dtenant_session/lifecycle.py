@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import pwd
-import shutil
 from pathlib import Path
 
 from dtenant_session import (
@@ -21,6 +20,7 @@ from dtenant_session import (
     stamp,
     subid,
     systemd,
+    treewalk,
     verify,
 )
 from dtenant_session.config import Config
@@ -99,12 +99,21 @@ def rename(old: Allocation, new_user: str, config: Config, registry: Registry) -
     if target.exists():
         raise DtenantError(f"cannot rename tenant {old.user} to {new_user}: {target} exists")
     source.rename(target)  # same filesystem: a rename, the data stays where it is
-    shutil.rmtree(Path(paths.RUN_TENANTS_DIR) / old.user, ignore_errors=True)
+    treewalk.remove_tree(f"{paths.RUN_TENANTS_DIR}/{old.user}")  # volatile: what stays, stays
     verify.rewrite_owner_stamp(new_user, old.uid)
     subid.rename(old.user, new_user)
     registry.rename(old.user, new_user)
     log.log(f"tenant {old.user} renamed to {new_user} (uid {old.uid}); data moved to {target}",
             priority=log.NOTICE, user=new_user, step="rename")  # fmt: skip
+
+
+def _purge(t: Tenant) -> str:
+    """Delete the tenant's data however it is shaped (treewalk); what cannot go is named."""
+    result = treewalk.remove_tree(str(t.state_dir))
+    if result.error_count:
+        raise DtenantError(f"tenant {t.user} removed, but not all of {t.state_dir} could be "
+                           f"deleted: {result.summary()}")  # fmt: skip
+    return f"deleted {t.state_dir}: its images, containers and volumes"
 
 
 def remove(user: str, config: Config, *, purge: bool) -> list[str]:
@@ -128,10 +137,9 @@ def remove(user: str, config: Config, *, purge: bool) -> list[str]:
         steps.append("removed its firewall entries and its registry entry")
     stamp.forget(user)
     t.socket.unlink(missing_ok=True)
-    shutil.rmtree(t.run_dir, ignore_errors=True)
+    treewalk.remove_tree(str(t.run_dir))
     if purge:
-        shutil.rmtree(t.state_dir)
-        steps.append(f"deleted {t.state_dir}: its images, containers and volumes")
+        steps.append(_purge(t))
     else:
         # Kept on purpose: `dtenant verify` does not count it as a lost tenant.
         (t.state_dir / REMOVED_MARK).write_text(f"removed by `dtenant remove {user}`\n")
