@@ -122,6 +122,12 @@ def _explainer(lab: host.Lab, what: str) -> str:
     return lab.run(["systemctl", "show", "-P", what, unit]).stdout.strip()
 
 
+def _peak(lab: host.Lab) -> int:
+    """The explainer's cgroup's memory high-water mark (cgroup v2's memory.peak)."""
+    group = _explainer(lab, "ControlGroup")
+    return int(lab.run(["cat", f"/sys/fs/cgroup{group}/memory.peak"]).stdout)
+
+
 def test_the_explainer_reads_little_and_survives_any_request(lab: host.Lab) -> None:
     lab.add_account(EXPLAINED)
     lab.ssh(EXPLAINED, "true")
@@ -142,8 +148,11 @@ def test_the_explainer_reads_little_and_survives_any_request(lab: host.Lab) -> N
         print(f"Content-Length {declared}, {body} bytes sent: {sent.stdout.strip()}")
         assert "500 Internal Server Error" in sent.stdout
         after = int(_explainer(lab, "MemoryCurrent"))
-        print(f"explainer memory: {before >> 10} KiB before, {after >> 10} KiB after")
+        peak = _peak(lab)
+        print(f"explainer memory: {before >> 10} KiB before, {after >> 10} KiB after, "
+              f"peak {peak >> 10} KiB")  # fmt: skip
         assert after < before + (8 << 20)
+        assert peak < before + (16 << 20)  # never held the body, not even for a moment
         assert _explainer(lab, "MainPID") == pid  # the same process: it survived
     assert _explainer(lab, "Slice") == f"dtenant-{EXPLAINED}.slice"  # the tenant's limits
     assert _explainer(lab, "MemoryMax") == str(64 << 20)
