@@ -7,6 +7,7 @@ purge=True, which the administrator asked for by name.
 from __future__ import annotations
 
 import json
+import os
 import pwd
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from dtenant_session import (
     command,
     files,
     log,
+    mountinfo,
     network,
     paths,
     render,
@@ -107,8 +109,20 @@ def rename(old: Allocation, new_user: str, config: Config, registry: Registry) -
             priority=log.NOTICE, user=new_user, step="rename")  # fmt: skip
 
 
+def _unmount_daemon_leftovers(t: Tenant) -> None:
+    """dockerd bind-mounts its user-namespace root (DATA-ROOT/UID.GID) onto itself and
+    leaves that mount behind when it stops. Only mounts whose parents are all root's
+    (the data-root and its direct children) are undone: a mount point deeper down sits
+    in what the tenant controls, and is left alone and named by the removal."""
+    ours = (str(t.state_dir), str(t.data_root))
+    for mount in reversed(mountinfo.under(mountinfo.read(), str(t.data_root))):
+        if os.path.dirname(mount.mount_point) in ours or mount.mount_point in ours:
+            command.run([command.which("umount"), mount.mount_point], check=False, timeout=30)
+
+
 def _purge(t: Tenant) -> str:
     """Delete the tenant's data however it is shaped (treewalk); what cannot go is named."""
+    _unmount_daemon_leftovers(t)
     result = treewalk.remove_tree(str(t.state_dir))
     if result.error_count:
         raise DtenantError(f"tenant {t.user} removed, but not all of {t.state_dir} could be "
