@@ -21,7 +21,12 @@ from dtenant_session import command, paths
 from dtenant_session.tenant import unit_instance
 
 RETRY_AFTER = 300.0  # seconds before the daemon is tried again
-MAX_LINE = 65536
+# One connection at a time, each within CONNECTION_SECONDS and read up to MAX_HEAD +
+# MAX_DISCARD bytes, CHUNK at a time: nothing a client does holds memory or the socket.
+CONNECTION_SECONDS = 5.0
+MAX_HEAD = 16384
+MAX_DISCARD = 1 << 20
+CHUNK = 4096
 REASON_MARKERS = ("refusing to start", "level=fatal", "failed to start daemon",
                   "unable to configure the Docker daemon", "Error starting daemon")  # fmt: skip
 
@@ -45,26 +50,80 @@ def message(user: str, reason: str, retry_at: float) -> str:
     )
 
 
-def _reply(connection: socket.socket, text: str) -> None:
-    reader = connection.makefile("rb")
-    request_line = reader.readline(MAX_LINE).decode("latin-1")
+def _head(connection: socket.socket, deadline: float) -> tuple[bytes, bytes]:
+    """The request line and headers (at most MAX_HEAD bytes), and what came after them."""
+    buffer = b""
+    while len(buffer) <= MAX_HEAD:
+        for end in (b"\r\n\r\n", b"\n\n"):
+            if end in buffer:
+                head, _, rest = buffer.partition(end)
+                return head, rest
+        chunk = _receive(connection, deadline, CHUNK)
+        if not chunk:
+            break
+        buffer += chunk
+    return buffer[:MAX_HEAD], b""
+
+
+def _receive(connection: socket.socket, deadline: float, size: int) -> bytes:
+    """One recv within what is left of the connection's time (TimeoutError after it)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the connection took too long")
+    connection.settimeout(left)
+    return connection.recv(size)
+
+
+def content_length(value: str) -> int:
+    """A Content-Length as a number; absurd ones are just large (pure)."""
+    value = value.strip()
+    if not value.isdigit():
+        return 0
+    return int(value) if len(value) <= 18 else 10**18
+
+
+def read_request(connection: socket.socket, deadline: float) -> str:
+    """The request's path, having read at most MAX_HEAD + MAX_DISCARD bytes of it, in
+    CHUNK-sized pieces, all before deadline: whatever a client sends or declares, this
+    holds a few KiB and returns in time. The rest of a body is left unread."""
+    head, rest = _head(connection, deadline)
+    lines = head.decode("latin-1").splitlines()
+    request_line = lines[0] if lines else ""
     length = 0
-    while (line := reader.readline(MAX_LINE)) not in (b"\r\n", b"\n", b""):
-        name, _, value = line.decode("latin-1").partition(":")
-        if name.strip().lower() == "content-length" and value.strip().isdigit():
-            length = int(value)
-    reader.read(length)
-    path = request_line.split(" ")[1] if request_line.count(" ") >= 2 else ""
-    if path.rstrip("/").endswith("/_ping"):
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = content_length(value)
+    unread = min(length, MAX_DISCARD) - len(rest)
+    while unread > 0 and (chunk := _receive(connection, deadline, min(CHUNK, unread))):
+        unread -= len(chunk)
+    words = request_line.split(" ")
+    return words[1] if len(words) >= 3 else ""
+
+
+def answer(path: str, text: str) -> bytes:
+    """The whole HTTP response to a request for path (pure)."""
+    if path.split("?", 1)[0].rstrip("/").endswith("/_ping"):
         status, body, kind = "200 OK", b"OK", "text/plain"
     else:
         status, body = "500 Internal Server Error", json.dumps({"message": text}).encode()
         kind = "application/json"
-    connection.sendall(
+    return (
         f"HTTP/1.1 {status}\r\nApi-Version: 1.41\r\nOstype: linux\r\nContent-Type: {kind}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
         + body
     )
+
+
+def handle(connection: socket.socket, text: str, seconds: float = CONNECTION_SECONDS) -> None:
+    """One connection, start to end within `seconds`; any failure drops it alone."""
+    deadline = time.monotonic() + seconds
+    try:
+        path = read_request(connection, deadline)
+        connection.settimeout(max(0.1, deadline - time.monotonic()))
+        connection.sendall(answer(path, text))
+    except Exception:  # noqa: BLE001 - a client that times out, hangs up or sends nonsense
+        return  # is dropped alone: the explainer stays for the next one
 
 
 def serve(user: str, retry_after: float = RETRY_AFTER) -> None:
@@ -91,12 +150,11 @@ def serve(user: str, retry_after: float = RETRY_AFTER) -> None:
                 connection, _ = listener.accept()
             except TimeoutError:
                 continue
+            except OSError:  # a client gone before it was accepted, descriptors short
+                time.sleep(0.1)
+                continue
             with connection:
-                connection.settimeout(5.0)
-                try:
-                    _reply(connection, message(user, reason, retry_at))
-                except OSError:
-                    continue
+                handle(connection, message(user, reason, retry_at))
     finally:
         listener.close()
         if os.path.exists(path):

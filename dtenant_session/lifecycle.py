@@ -7,19 +7,21 @@ purge=True, which the administrator asked for by name.
 from __future__ import annotations
 
 import json
+import os
 import pwd
-import shutil
 from pathlib import Path
 
 from dtenant_session import (
     command,
     files,
     log,
+    mountinfo,
     network,
     paths,
     render,
     stamp,
     systemd,
+    treewalk,
     verify,
 )
 from dtenant_session.config import Config
@@ -99,11 +101,32 @@ def rename(old: Allocation, new_user: str, config: Config, registry: Registry) -
     if target.exists():
         raise DtenantError(f"cannot rename tenant {old.user} to {new_user}: {target} exists")
     source.rename(target)  # same filesystem: a rename, the data stays where it is
-    shutil.rmtree(Path(paths.RUN_TENANTS_DIR) / old.user, ignore_errors=True)
+    treewalk.remove_tree(f"{paths.RUN_TENANTS_DIR}/{old.user}")  # volatile: what stays, stays
     verify.rewrite_owner_stamp(new_user, old.uid)
     registry.rename(old.user, new_user)
     log.log(f"tenant {old.user} renamed to {new_user} (uid {old.uid}); data moved to {target}",
             priority=log.NOTICE, user=new_user, step="rename")  # fmt: skip
+
+
+def _unmount_daemon_leftovers(t: Tenant) -> None:
+    """dockerd bind-mounts its user-namespace root (DATA-ROOT/UID.GID) onto itself and
+    leaves that mount behind when it stops. Only mounts whose parents are all root's
+    (the data-root and its direct children) are undone: a mount point deeper down sits
+    in what the tenant controls, and is left alone and named by the removal."""
+    ours = (str(t.state_dir), str(t.data_root))
+    for mount in reversed(mountinfo.under(mountinfo.read(), str(t.data_root))):
+        if os.path.dirname(mount.mount_point) in ours or mount.mount_point in ours:
+            command.run([command.which("umount"), mount.mount_point], check=False, timeout=30)
+
+
+def _purge(t: Tenant) -> str:
+    """Delete the tenant's data however it is shaped (treewalk); what cannot go is named."""
+    _unmount_daemon_leftovers(t)
+    result = treewalk.remove_tree(str(t.state_dir))
+    if result.error_count:
+        raise DtenantError(f"tenant {t.user} removed, but not all of {t.state_dir} could be "
+                           f"deleted: {result.summary()}")  # fmt: skip
+    return f"deleted {t.state_dir}: its images, containers and volumes"
 
 
 def remove(user: str, config: Config, *, purge: bool) -> list[str]:
@@ -127,10 +150,9 @@ def remove(user: str, config: Config, *, purge: bool) -> list[str]:
         steps.append("removed its firewall entries and its registry entry")
     stamp.forget(user)
     t.socket.unlink(missing_ok=True)
-    shutil.rmtree(t.run_dir, ignore_errors=True)
+    treewalk.remove_tree(str(t.run_dir))
     if purge:
-        shutil.rmtree(t.state_dir)
-        steps.append(f"deleted {t.state_dir}: its images, containers and volumes")
+        steps.append(_purge(t))
     else:
         # Kept on purpose: `dtenant verify` does not count it as a lost tenant.
         (t.state_dir / REMOVED_MARK).write_text(f"removed by `dtenant remove {user}`\n")

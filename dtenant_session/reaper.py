@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from dtenant_session import activity, command, lifecycle, log, status, systemd
+from dtenant_session import activity, command, lifecycle, log, status, systemd, treewalk
 from dtenant_session.config import Config, Reap
 from dtenant_session.registry import Allocation, Registry
 
@@ -136,7 +136,6 @@ def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> l
     if dry_run:
         return decisions
     _record_sessions([one.user for one in seen if one.sessions])
-    _refresh_sizes(allocations)
     for decision in decisions:
         if decision.action not in (STOP, STOP_WITH_CONTAINERS):
             continue
@@ -153,6 +152,7 @@ def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> l
         what = "daemon and its containers" if decision.action == STOP_WITH_CONTAINERS else "daemon"
         log.log(f"reaper stopped the idle {what} ({reason}); its socket still listens",
                 priority=log.NOTICE, user=decision.user, step="reap")  # fmt: skip
+    _refresh_sizes(allocations)
     return decisions
 
 
@@ -165,14 +165,30 @@ def _record_sessions(users: list[str]) -> None:
                     priority=log.WARNING, user=user, step="reap")  # fmt: skip
 
 
-def _refresh_sizes(allocations: list[Allocation], budget: int = 20) -> None:
-    """Data-root sizes for `dtenant status`: those used since last measured, a few a pass."""
-    for allocation in [a for a in allocations if status.size_is_stale(a)][:budget]:
+SIZES_PER_PASS = 20
+SIZES_SECONDS = 60.0  # a pass's time for measuring, shared by its tenants
+SIZE_LIMITS = treewalk.Limits(seconds=20.0, entries=5_000_000)
+
+
+def _refresh_sizes(allocations: list[Allocation]) -> None:
+    """Data-root sizes for `dtenant status`: those used since last measured, a few a pass,
+    each within its budget. Whatever one tenant stored, the others are measured and its
+    own size is shown as a lower bound or as unknown, with the reason."""
+    deadline = time.monotonic() + SIZES_SECONDS
+    for allocation in [a for a in allocations if status.size_is_stale(a)][:SIZES_PER_PASS]:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        limits = SIZE_LIMITS._replace(seconds=min(left, SIZE_LIMITS.seconds or left))
         try:
-            status.measure_size(allocation)
-        except OSError as exc:
+            size = status.measure_size(allocation, limits)
+        except Exception as exc:  # noqa: BLE001 - one tenant's data must not end the pass
             log.log(f"reaper: cannot measure the data-root: {exc}", priority=log.WARNING,
                     user=allocation.user, step="reap")  # fmt: skip
+            continue
+        if size.note:
+            log.log(f"reaper: data-root size of {allocation.tenant.data_root}: {size.note}",
+                    priority=log.WARNING, user=allocation.user, step="reap")  # fmt: skip
 
 
 def as_dicts(decisions: list[Decision]) -> list[dict[str, Any]]:

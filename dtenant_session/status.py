@@ -8,11 +8,11 @@ and shown as of then: walking every data-root here would not be fast.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from dtenant_session import activity, files, log, systemd
+from dtenant_session import activity, files, log, systemd, treewalk
 from dtenant_session.authz import REAPER_AGENT
 from dtenant_session.registry import Allocation, Registry
 
@@ -34,6 +34,7 @@ class TenantStatus:
     running_containers: int | None
     idle_seconds: float | None
     data_root_bytes: int | None
+    data_root_note: str  # the size is a lower bound or unknown, and why
 
 
 def _state(unit: systemd.UnitState | None, default: str) -> str:
@@ -42,32 +43,36 @@ def _state(unit: systemd.UnitState | None, default: str) -> str:
     return unit.sub if unit.active == "active" else unit.active
 
 
-def data_root_size(allocation: Allocation) -> int | None:
-    """As the reaper last measured it."""
+class Size(NamedTuple):
+    """The data-root's size as the reaper last measured it."""
+
+    bytes: int | None
+    note: str = ""  # why it is a lower bound or unknown; empty when exact
+
+
+def data_root_size(allocation: Allocation) -> Size:
     try:
-        return int(json.loads((allocation.tenant.state_dir / SIZE_FILE).read_text())["bytes"])
-    except (OSError, ValueError, KeyError):
-        return None
+        record = json.loads((allocation.tenant.state_dir / SIZE_FILE).read_text())
+        size = record.get("bytes")
+        return Size(None if size is None else int(size), str(record.get("note", "")))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return Size(None)
 
 
-def measure_size(allocation: Allocation) -> int:
-    """Disk used by the data-root (blocks, this filesystem only), remembered for status."""
-    root = allocation.tenant.data_root
-    device = root.stat().st_dev
-    total = 0
-    for directory, subdirs, names in os.walk(root):
-        for name in names + subdirs:
-            try:
-                st = os.lstat(os.path.join(directory, name))
-            except OSError:
-                continue
-            if st.st_dev == device:
-                total += st.st_blocks * 512
-    record = allocation.tenant.state_dir / SIZE_FILE
+def measure_size(allocation: Allocation, limits: treewalk.Limits = treewalk.DEFAULT) -> Size:
+    """Disk used by the data-root (blocks, this filesystem only, hard links once),
+    remembered for status. Whatever the tenant stored, this ends within the limits; a
+    walk cut short is a lower bound and says why, one that could not start says that."""
+    try:
+        result = treewalk.disk_usage(str(allocation.tenant.data_root), limits)
+        size = Size(result.bytes, result.summary())
+    except OSError as exc:
+        size = Size(None, f"cannot measure {allocation.tenant.data_root}: {exc.strerror}")
+    record = {"bytes": size.bytes, "note": size.note, "measured": time.time()}
     files.write_if_changed(
-        record, json.dumps({"bytes": total, "measured": time.time()}), files.PRIVATE
+        allocation.tenant.state_dir / SIZE_FILE, json.dumps(record), files.PRIVATE
     )
-    return total
+    return size
 
 
 def size_is_stale(allocation: Allocation) -> bool:
@@ -113,6 +118,7 @@ def collect(user: str | None = None) -> list[TenantStatus]:
         daemon = units.get(t.service_unit)
         running = daemon is not None and daemon.active == "active"
         last = activity.last(a.user)
+        size = data_root_size(a)
         rows.append(
             TenantStatus(
                 user=a.user,
@@ -126,7 +132,8 @@ def collect(user: str | None = None) -> list[TenantStatus]:
                 daemon_state=_state(daemon, "stopped"),
                 running_containers=running_containers(a) if running else 0,
                 idle_seconds=round(now - last) if last else None,
-                data_root_bytes=data_root_size(a),
+                data_root_bytes=size.bytes,
+                data_root_note=size.note,
             )
         )
     return rows
@@ -141,13 +148,15 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds:.0f}s"
 
 
-def _bytes(size: int | None) -> str:
+def _bytes(size: int | None, note: str = "") -> str:
+    """'?' when unknown for a reason, '>' before a lower bound."""
     if size is None:
-        return "-"
+        return "?" if note else "-"
+    more = ">" if note else ""
     for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
         if size >= scale:
-            return f"{size / scale:.1f}{unit}"
-    return f"{size}B"
+            return f"{more}{size / scale:.1f}{unit}"
+    return f"{more}{size}B"
 
 
 def table(rows: list[TenantStatus]) -> str:
@@ -156,11 +165,13 @@ def table(rows: list[TenantStatus]) -> str:
     lines = [header] + [
         (r.user, str(r.uid), r.bridge, r.subnet, r.networks, r.socket_state, r.daemon_state,
          "-" if r.running_containers is None else str(r.running_containers),
-         _duration(r.idle_seconds), _bytes(r.data_root_bytes))
+         _duration(r.idle_seconds), _bytes(r.data_root_bytes, r.data_root_note))
         for r in rows
     ]  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join(
+    text = "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         for line in lines
     )
+    notes = [f"{r.user}: data-root size: {r.data_root_note}" for r in rows if r.data_root_note]
+    return "\n".join([text, *notes])

@@ -16,10 +16,10 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from dtenant_session import mountinfo, paths
+from dtenant_session import mountinfo, paths, treewalk
 
 OWNER_STAMP = ".dtenant-owner"
 BBOLT_MAGIC = 0xED0CDAED
@@ -50,6 +50,9 @@ NETWORK_FILESYSTEMS = frozenset(
 PRUNED_DIRS = frozenset(
     {"overlay2", "aufs", "btrfs", "zfs", "vfs", "fuse-overlayfs", "containers", "_data", "rootfs"}
 )
+# What the search for databases may cost; a data-root holds a few dozen outside
+# PRUNED_DIRS, but a tenant's build context or temporary files may sit there too.
+BBOLT_LIMITS = treewalk.Limits(seconds=10.0, entries=200_000)
 
 
 # NamedTuples, not dataclasses: the pre-start check must stay well under 100 ms, and
@@ -229,23 +232,44 @@ def holder(pid: int) -> Holder:
     return Holder(pid, command, unit)
 
 
-def is_bbolt(path: str) -> bool:
-    """bbolt's first meta page: a 16-byte page header, then magic 0xED0CDAED, version 2."""
+class BboltFile(NamedTuple):
+    path: str
+    dev: int
+    ino: int
+    locked: bool  # someone holds bbolt's lock on it
+
+
+def _bbolt_file(dir_fd: int, name: str, where: treewalk.Directory) -> BboltFile | None:
+    """dir_fd/name if a regular file whose first meta page is bbolt's: a 16-byte page
+    header, then magic 0xED0CDAED, version 2. Opened without following a symlink or
+    blocking on a FIFO, read 24 bytes, lock tried on the same descriptor."""
+    fd = treewalk.open_regular(dir_fd, name)
+    if fd is None:
+        return None
     try:
-        with open(path, "rb") as stream:
-            head = stream.read(24)
+        head = os.pread(fd, 24, 0)
+        if len(head) != 24 or int.from_bytes(head[16:20], "little") != BBOLT_MAGIC:
+            return None
+        st = os.fstat(fd)
+        return BboltFile(where.path(name), st.st_dev, st.st_ino, _is_locked(fd))
     except OSError:
-        return False
-    return len(head) == 24 and int.from_bytes(head[16:20], "little") == BBOLT_MAGIC
+        return None
+    finally:
+        os.close(fd)  # closing releases a lock we got
 
 
-def bbolt_files(root: str) -> Iterator[str]:
-    for directory, subdirs, names in os.walk(root):
-        subdirs[:] = [d for d in subdirs if d not in PRUNED_DIRS]
-        for name in names:
-            path = os.path.join(directory, name)
-            if os.path.isfile(path) and not os.path.islink(path) and is_bbolt(path):
-                yield path
+def bbolt_files(root: str, limits: treewalk.Limits = BBOLT_LIMITS) -> tuple[list[BboltFile], str]:
+    """bbolt databases below root outside PRUNED_DIRS, and what kept the search from
+    being complete ("" when it was)."""
+    found: list[BboltFile] = []
+
+    def visit(dir_fd: int, name: str, where: treewalk.Directory) -> None:
+        bolt = _bbolt_file(dir_fd, name, where)
+        if bolt is not None:
+            found.append(bolt)
+
+    result = treewalk.regular_files(root, visit, pruned=PRUNED_DIRS, limits=limits)
+    return found, result.summary()
 
 
 def filesystem_location(path: str, mounts: list[mountinfo.MountEntry]) -> tuple[str, str, str]:
@@ -316,39 +340,40 @@ def check_owner(user: str, uid: int) -> list[Finding]:
     return []
 
 
-def _is_locked(path: str) -> bool:
+def _is_locked(fd: int) -> bool:
     """Try the lock bbolt takes: cheaper than reading the whole machine's /proc/locks when,
     as before a daemon starts, nobody should hold it."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
-    finally:
-        os.close(fd)  # closing releases a lock we got
+    except OSError:
+        return False
     return False
 
 
 def check_locks(user: str, allowed_unit: str | None) -> list[Finding]:
-    """Every bbolt file under the data-root is locked by nobody or by allowed_unit."""
+    """Every bbolt file under the data-root is locked by nobody or by allowed_unit; a
+    search the tenant's data kept from completing is a finding too (fail closed)."""
     root = data_root(user)
     if not os.path.isdir(root):
         return []
-    locked = [path for path in bbolt_files(root) if _is_locked(path)]
+    bolts, incomplete = bbolt_files(root)
+    findings = []
+    if incomplete:
+        findings.append(Finding(user, "lock", f"cannot check every database under {root}: "
+                                f"{incomplete}", root,
+                                advice="look at what the tenant stored there"))  # fmt: skip
+    locked = [bolt for bolt in bolts if bolt.locked]
     if not locked:
-        return []
+        return findings
     try:
         with open("/proc/locks") as stream:
             locks = proc_locks(stream.read())
     except OSError as exc:
         raise CannotCheck(f"cannot read /proc/locks: {exc}") from None
-    findings = []
-    for path in locked:
-        st = os.stat(path)
-        for pid in locks.get((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino), []):
+    for bolt in locked:
+        for pid in locks.get((os.major(bolt.dev), os.minor(bolt.dev), bolt.ino), []):
             who = holder(pid)
             if allowed_unit is not None and who.unit == allowed_unit:
                 continue
@@ -356,9 +381,9 @@ def check_locks(user: str, allowed_unit: str | None) -> list[Finding]:
                 Finding(
                     user,
                     "lock",
-                    f"{path} is locked by pid {pid} ({who.command or '?'}"
+                    f"{bolt.path} is locked by pid {pid} ({who.command or '?'}"
                     f"{', unit ' + who.unit if who.unit else ''})",
-                    path,
+                    bolt.path,
                     who,
                     advice=f"stop pid {pid} before the tenant's daemon starts",
                 )
@@ -471,7 +496,7 @@ def main_before_start(argv: list[str]) -> int:
     user = argv[0]
     try:
         findings = check_tenant_before_start(user) or wait_for_bridge(user)
-    except CannotCheck as exc:
+    except (CannotCheck, OSError) as exc:
         print(f"dtenant: cannot check {user}'s data-root: {exc}", file=sys.stderr)
         return 1
     for finding in findings:
@@ -576,6 +601,30 @@ def check_orphans(users: set[str], bridges: set[str]) -> list[Finding]:
     return findings
 
 
+def _check_one(allocation: Any, config: Any, mounts: list[mountinfo.MountEntry],
+               links: dict[str, set[str]]) -> list[Finding]:  # fmt: skip
+    """Every check of one tenant; whatever its data does to them, a finding for it and
+    the other tenants still checked."""
+    user = allocation.user
+    findings: list[Finding] = []
+    checks: tuple[Callable[[], list[Finding]], ...] = (
+        lambda: check_account(allocation),
+        lambda: check_owner(user, allocation.uid),
+        lambda: check_mapping(user, allocation.id_base),
+        lambda: check_filesystem(user, mounts),
+        lambda: check_locks(user, allowed_unit=allocation.tenant.service_unit),
+        lambda: check_consistency(allocation, config, links),
+    )
+    for check in checks:
+        try:
+            findings += check()
+        except CannotCheck:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one tenant's data must not end the pass
+            findings.append(Finding(user, "error", f"could not check: {exc}"))
+    return findings
+
+
 def verify_all(config: Any, only: str | None = None) -> Report:
     """Every check for every tenant (or one): `dtenant verify`."""
     from dtenant_session.registry import Registry, RegistryError
@@ -594,14 +643,8 @@ def verify_all(config: Any, only: str | None = None) -> Report:
     if only is not None and not chosen:
         raise CannotCheck(f"{only!r} is not a registered tenant")
     for allocation in chosen:
-        user = allocation.user
-        report.checked.append(user)
-        report.findings += check_account(allocation)
-        report.findings += check_owner(user, allocation.uid)
-        report.findings += check_mapping(user, allocation.id_base)
-        report.findings += check_filesystem(user, mounts)
-        report.findings += check_locks(user, allowed_unit=allocation.tenant.service_unit)
-        report.findings += check_consistency(allocation, config, links)
+        report.checked.append(allocation.user)
+        report.findings += _check_one(allocation, config, mounts, links)
     distinct = check_distinct([a.user for a in allocations], mounts)
     report.findings += [f for f in distinct if only is None or only in f.problem]
     if only is None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dtenant_session import command, mountinfo
+from dtenant_session import command, mountinfo, treewalk
 from dtenant_session.errors import DtenantError
 from dtenant_session.lab.paths import LAB_ROOT, LabPaths, check_name
 
@@ -369,7 +368,10 @@ def _clean_up(paths: LabPaths, *, keep_log: bool = False) -> None:
         where = ", ".join(m.mount_point for m in leftovers)
         raise LabError(f"lab {paths.name}: still mounted on the real machine: {where}; kept")
     if paths.state.exists() and not keep_log:
-        shutil.rmtree(paths.state)
+        # Tenants' data is in there too, shaped as they liked (deep, wide, looping).
+        removed = treewalk.remove_tree(str(paths.state))
+        if removed.error_count:
+            raise LabError(f"lab {paths.name}: cannot delete {paths.state}: {removed.summary()}")
 
 
 def list_labs(base: Path = LAB_ROOT) -> list[LabStatus]:

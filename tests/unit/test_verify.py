@@ -40,7 +40,12 @@ def test_bbolt_files_are_recognised_by_their_magic(tmp_path: Path) -> None:
     layer = tmp_path / "overlay2" / "abc" / "diff"
     layer.mkdir(parents=True)
     (layer / "user.db").write_bytes(bolt.read_bytes())  # container content: not the daemon's
-    assert list(verify.bbolt_files(str(tmp_path))) == [str(bolt)]
+    os.mkfifo(tmp_path / "volumes" / "fifo.db")  # never opened: it would block
+    (tmp_path / "link.db").symlink_to(bolt)  # never followed
+    found, incomplete = verify.bbolt_files(str(tmp_path))
+    assert [b.path for b in found] == [str(bolt)]
+    assert incomplete == ""
+    assert not found[0].locked
 
 
 def test_filesystem_location_sees_through_bind_mounts() -> None:

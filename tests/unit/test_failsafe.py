@@ -1,0 +1,126 @@
+"""The failure explainer's request handling: whatever a client sends or declares, a few
+KiB read, an answer in bounded time, and the next client served."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+
+import pytest
+
+from dtenant_session import failsafe
+
+TEXT = "dtenant: your Docker daemon cannot start: test"
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    client, server = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with client, server:
+        yield client, server
+
+
+def _reply(client: socket.socket) -> bytes:
+    client.settimeout(5)
+    data = b""
+    with contextlib.suppress(OSError):
+        while chunk := client.recv(65536):
+            data += chunk
+    return data
+
+
+def _feed(client: socket.socket, data: bytes, pause: float = 0.0) -> threading.Thread:
+    """Send data from a thread (a byte at a time with pause, if given), ignoring a
+    server that stopped reading."""
+
+    def send() -> None:
+        with contextlib.suppress(OSError):
+            if pause:
+                for byte in data:
+                    client.sendall(bytes([byte]))
+                    time.sleep(pause)
+            else:
+                client.sendall(data)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_ping_succeeds_and_everything_else_explains(pair: tuple[socket.socket, ...]) -> None:
+    client, server = pair
+    client.sendall(b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n")
+    failsafe.handle(server, TEXT)
+    server.shutdown(socket.SHUT_WR)
+    assert _reply(client).startswith(b"HTTP/1.1 200 OK")
+    assert failsafe.answer("/v1.41/containers/json?all=1", TEXT).startswith(b"HTTP/1.1 500")
+    assert b"cannot start: test" in failsafe.answer("/v1.41/containers/json", TEXT)
+    assert failsafe.answer("/v1.41/_ping?x=1", TEXT).startswith(b"HTTP/1.1 200")
+
+
+def test_an_absurd_content_length_and_a_large_body(pair: tuple[socket.socket, ...]) -> None:
+    """The report: Content-Length 10^12 (or 5,000 digits) made it buffer or crash."""
+    client, server = pair
+    head = b"POST /v1.41/containers/create HTTP/1.1\r\nContent-Length: 1000000000000\r\n\r\n"
+    _feed(client, head + b"x" * (50 << 20))
+    tracemalloc.start()
+    try:
+        started = time.monotonic()
+        failsafe.handle(server, TEXT)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - started < failsafe.CONNECTION_SECONDS
+    assert peak < 256 << 10, peak
+    server.shutdown(socket.SHUT_WR)
+    assert b"cannot start: test" in _reply(client)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /x HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nContent-Length: -5\r\nContent-Length: 1e9\r\n\r\n",
+        b"\xff\xfe\x00garbage without any line end" * 2000,
+        b"GET\r\n\r\n",
+        b"",
+    ],
+)
+def test_nonsense_is_survived(pair: tuple[socket.socket, ...], request_bytes: bytes) -> None:
+    client, server = pair
+    _feed(client, request_bytes)
+    if not request_bytes:
+        client.shutdown(socket.SHUT_WR)
+    failsafe.handle(server, TEXT, seconds=1.0)  # must not raise
+
+
+def test_a_slow_client_is_dropped_in_time(pair: tuple[socket.socket, ...]) -> None:
+    """slowloris: a byte every 50 ms would keep a per-read timeout happy for ever."""
+    client, server = pair
+    _feed(client, b"GET /v1.41/info HTTP/1.1\r\nX-Slow: " + b"a" * 1000 + b"\r\n\r\n", 0.05)
+    started = time.monotonic()
+    failsafe.handle(server, TEXT, seconds=0.5)
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_header_without_end_is_cut_at_the_limit(pair: tuple[socket.socket, ...]) -> None:
+    client, server = pair
+    _feed(client, b"GET /v1.41/info HTTP/1.1\r\nX-Long: " + b"a" * (10 << 20))
+    tracemalloc.start()
+    try:
+        failsafe.handle(server, TEXT, seconds=2.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 << 10, peak
+
+
+def test_content_length_parsing() -> None:
+    assert failsafe.content_length(" 42 ") == 42
+    assert failsafe.content_length("9" * 5000) == 10**18
+    assert failsafe.content_length("-1") == 0
+    assert failsafe.content_length("") == 0
