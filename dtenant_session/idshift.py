@@ -21,9 +21,10 @@ import json
 import os
 import stat
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from dtenant_session import treewalk
 from dtenant_session.subid import ID_BLOCK, Range
 
 CAPABILITY = "security.capability"
@@ -79,53 +80,59 @@ def capability_root(value: bytes, move: Callable[[int], int]) -> bytes:
     return value
 
 
-def walk(top: str) -> Iterator[tuple[str, os.stat_result]]:
-    """Every entry under top (top included), iteratively, never following a symlink nor
-    leaving top's file system; the tree must be quiescent (its daemon stopped)."""
-    device = os.lstat(top).st_dev
-    pending = [top]
-    while pending:
-        directory = pending.pop()
-        info = os.lstat(directory)
-        yield directory, info
-        if info.st_dev != device:
-            continue
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append(entry.path)
-                else:
-                    yield entry.path, entry.stat(follow_symlinks=False)
-
-
 def chown_tree(top: str, uid_move: Callable[[int], int], gid_move: Callable[[int], int]) -> int:
-    """Apply the moves to every entry under top; returns how many entries changed."""
+    """Apply the moves to every entry under top (iteratively, relative to directory
+    descriptors, never following a link); returns how many entries changed. The tree
+    must be quiescent (its daemon stopped); any entry that cannot be moved fails the
+    whole move, which a later run resumes."""
     changed = 0
-    for path, info in walk(top):
-        uid, gid = uid_move(info.st_uid), gid_move(info.st_gid)
-        if (uid, gid) != (info.st_uid, info.st_gid):
-            _chown_keeping_bits(path, info, uid, gid, uid_move)
+
+    def ids(st: os.stat_result) -> tuple[int, int] | None:
+        wanted = uid_move(st.st_uid), gid_move(st.st_gid)
+        return None if wanted == (st.st_uid, st.st_gid) else wanted
+
+    def directory(fd: int, st: os.stat_result) -> None:
+        nonlocal changed
+        if (wanted := ids(st)) is not None:
+            os.fchown(fd, *wanted)
+            os.fchmod(fd, stat.S_IMODE(st.st_mode))
             changed += 1
+
+    def entry(dir_fd: int, name: str, st: os.stat_result) -> None:
+        nonlocal changed
+        if (wanted := ids(st)) is None:
+            return
+        regular = treewalk.open_regular(dir_fd, name) if stat.S_ISREG(st.st_mode) else None
+        if regular is None:
+            os.chown(name, *wanted, dir_fd=dir_fd, follow_symlinks=False)
+        else:
+            try:
+                _chown_keeping_bits(regular, st, wanted, uid_move)
+            finally:
+                os.close(regular)
+        changed += 1
+
+    result = treewalk.visit(top, directory, entry)
+    if result.error_count:
+        raise OSError(f"{top}: {result.error_count} entries could not be moved: "
+                      f"{'; '.join(result.errors[:3])}")  # fmt: skip
     return changed
 
 
-def _chown_keeping_bits(
-    path: str, info: os.stat_result, uid: int, gid: int, uid_move: Callable[[int], int]
-) -> None:
-    capability = None
-    if stat.S_ISREG(info.st_mode):
-        try:
-            capability = os.getxattr(path, CAPABILITY, follow_symlinks=False)
-        except OSError as exc:
-            if exc.errno not in (errno.ENODATA, errno.ENOTSUP):
-                raise
-    os.chown(path, uid, gid, follow_symlinks=False)
-    if stat.S_ISLNK(info.st_mode):
-        return
-    if info.st_mode & (stat.S_ISUID | stat.S_ISGID):
-        os.chmod(path, stat.S_IMODE(info.st_mode))
+def _chown_keeping_bits(fd: int, st: os.stat_result, ids: tuple[int, int],
+                        uid_move: Callable[[int], int]) -> None:  # fmt: skip
+    """chown clears set-user-ID and set-group-ID bits and file capabilities: put them back."""
+    try:
+        capability: bytes | None = os.getxattr(fd, CAPABILITY)
+    except OSError as exc:
+        if exc.errno not in (errno.ENODATA, errno.ENOTSUP):
+            raise
+        capability = None
+    os.fchown(fd, *ids)
+    if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+        os.fchmod(fd, stat.S_IMODE(st.st_mode))
     if capability is not None:
-        os.setxattr(path, CAPABILITY, capability_root(capability, uid_move))
+        os.setxattr(fd, CAPABILITY, capability_root(capability, uid_move))
 
 
 @dataclass
@@ -173,13 +180,17 @@ def run(data_root: str, move: Move) -> None:
     `block.block`, where Docker looks for it under the new map."""
     move.save(data_root)
     source = os.path.join(data_root, move.source)
+    target = os.path.join(data_root, f"{move.block}.{move.block}")
+    if not os.path.lexists(source) and os.path.isdir(target):  # renamed, then interrupted
+        os.unlink(os.path.join(data_root, MARKER))
+        return
     if not move.done_a:
         chown_tree(source, pass_a(IdMap.from_ranges(move.old_uids), move.block),
                    pass_a(IdMap.from_ranges(move.old_gids), move.block))  # fmt: skip
         move.done_a = True
         move.save(data_root)
     chown_tree(source, pass_b(move.block, move.own_uid), pass_b(move.block, move.own_gid))
-    os.rename(source, os.path.join(data_root, f"{move.block}.{move.block}"))
+    os.rename(source, target)
     os.unlink(os.path.join(data_root, MARKER))
 
 

@@ -22,7 +22,7 @@ import os
 import stat
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -341,6 +341,43 @@ def disk_usage(root: str, limits: Limits = DEFAULT) -> Result:
     """Bytes of disk used under root (its filesystem only, hard links once); raises
     OSError only when root itself cannot be opened."""
     return _Usage(root, limits).run()
+
+
+# -- visiting every entry ----------------------------------------------------------------
+
+DirectoryVisit: TypeAlias = "Callable[[int, os.stat_result], None]"
+EntryVisit: TypeAlias = "Callable[[int, str, os.stat_result], None]"
+
+
+class _Visitor(_Tree):
+    def __init__(self, root: str, limits: Limits, on_directory: DirectoryVisit,
+                 on_entry: EntryVisit) -> None:  # fmt: skip
+        super().__init__(root, limits)
+        self.on_directory, self.on_entry = on_directory, on_entry
+        fd = self._descriptor(self.root)
+        on_directory(fd, os.fstat(fd))
+
+    def entered(self, directory: Directory, st: os.stat_result) -> None:
+        self.on_directory(self._descriptor(directory), st)
+
+    def entry(self, directory: Directory, item: os.DirEntry[str]) -> bool:
+        try:
+            st = item.stat(follow_symlinks=False)
+        except OSError as exc:
+            self.error(directory.path(item.name), exc)
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            return True
+        self.on_entry(self._descriptor(directory), item.name, st)
+        return False
+
+
+def visit(root: str, on_directory: DirectoryVisit, on_entry: EntryVisit,
+          limits: Limits = UNLIMITED) -> Result:  # fmt: skip
+    """on_directory(fd, st) for every directory under root, root included, and
+    on_entry(directory_fd, name, st) for every other entry: nothing followed, nothing
+    opened but directories; a visit acts relative to the descriptors it is given."""
+    return _Visitor(root, limits, on_directory, on_entry).run()
 
 
 # -- finding files -----------------------------------------------------------------------

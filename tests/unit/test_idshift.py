@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dtenant_session import idshift
+from dtenant_session import idshift, treewalk
 from dtenant_session.subid import Range
 
 OWN = 1001
@@ -44,41 +44,45 @@ def _tree(root: Path) -> dict[str, Path]:
     top = state / "volumes" / "v" / "_data"
     top.mkdir(parents=True)
     fd = os.open(top, os.O_DIRECTORY)
-    for _ in range(DEPTH):  # deeper than Python's recursion limit
+    for _ in range(DEPTH):
         os.mkdir("d", dir_fd=fd)
         inner = os.open("d", os.O_DIRECTORY, dir_fd=fd)
         os.close(fd)
         fd = inner
+    os.close(os.open("by-user", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+    os.chown("by-user", OLD_START + OWN - 1, OLD_START + OWN - 1, dir_fd=fd)  # container 1001
     os.close(fd)
-    deep = Path(str(top) + "/d" * DEPTH)
-    files = {"root": state / "volumes" / "v" / "_data" / "by-root", "user": deep / "by-user",
+    files = {"root": state / "volumes" / "v" / "_data" / "by-root",
              "suid": state / "suid", "link": state / "link"}  # fmt: skip
     files["root"].write_text("x")
-    files["user"].write_text("x")
     files["suid"].write_text("x")
     files["link"].symlink_to("/etc/passwd")
     os.chown(files["root"], OWN, OWN)  # container root
-    os.chown(files["user"], OLD_START + OWN - 1, OLD_START + OWN - 1)  # container 1001
     os.chown(files["suid"], OLD_START + 999, OWN)
     os.chmod(files["suid"], 0o4755)  # noqa: S103 - a set-user-ID file must keep its bit
     os.chown(files["link"], OWN, OWN, follow_symlinks=False)
     return files
 
 
-DEPTH = 1200
+DEPTH = 2100  # deeper than Python's recursion limit, and longer than PATH_MAX as a path
 
 
 @pytest.fixture(autouse=True)
 def _remove_deep_trees(tmp_path: Path) -> Iterator[None]:
     """pytest's own clean-up of old temporary directories recurses: leave no deep tree."""
     yield
-    for top in tmp_path.glob("*/volumes/v/_data"):
-        for level in range(DEPTH, 0, -1):
-            deep = str(top) + "/d" * level
-            for name in os.listdir(deep):
-                if name != "d":
-                    os.unlink(os.path.join(deep, name))
-            os.rmdir(deep)
+    for top in tmp_path.iterdir():
+        treewalk.remove_tree(str(top))
+
+
+def _deep(top: Path, depth: int) -> int:
+    """A descriptor of top/d/d/.../d (depth levels), opened step by step."""
+    fd = os.open(top, os.O_DIRECTORY)
+    for _ in range(depth):
+        inner = os.open("d", os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    return fd
 
 
 def _move(data_root: Path) -> idshift.Move:
@@ -92,7 +96,10 @@ def test_a_move_shifts_every_entry_keeps_bits_and_follows_no_link(tmp_path: Path
     idshift.run(str(tmp_path), _move(tmp_path))
     moved = {k: Path(str(p).replace(f"{OWN}.{OWN}", f"{BLOCK}.{BLOCK}")) for k, p in files.items()}
     assert (os.lstat(moved["root"]).st_uid, os.lstat(moved["root"]).st_gid) == (BLOCK, BLOCK)
-    assert (os.lstat(moved["user"]).st_uid, os.lstat(moved["user"]).st_gid) == (OWN, OWN)
+    fd = _deep(tmp_path / f"{BLOCK}.{BLOCK}" / "volumes" / "v" / "_data", DEPTH)
+    user = os.stat("by-user", dir_fd=fd)
+    os.close(fd)
+    assert (user.st_uid, user.st_gid) == (OWN, OWN)
     assert os.lstat(moved["suid"]).st_uid == BLOCK + 1000
     assert os.lstat(moved["suid"]).st_mode & 0o7777 == 0o4755
     assert os.lstat(moved["link"]).st_uid == BLOCK
@@ -114,5 +121,8 @@ def test_an_interrupted_move_resumes_without_moving_twice(tmp_path: Path) -> Non
     resumed = idshift.Move.load(str(tmp_path))
     assert resumed == move
     idshift.run(str(tmp_path), resumed)
-    user = Path(str(files["user"]).replace(f"{OWN}.{OWN}", f"{BLOCK}.{BLOCK}"))
-    assert os.lstat(user).st_uid == OWN
+    fd = _deep(tmp_path / f"{BLOCK}.{BLOCK}" / "volumes" / "v" / "_data", DEPTH)
+    assert os.stat("by-user", dir_fd=fd).st_uid == OWN
+    os.close(fd)
+    assert os.lstat(Path(str(files["root"]).replace(f"{OWN}.{OWN}", f"{BLOCK}.{BLOCK}"))
+                    ).st_uid == BLOCK  # fmt: skip
