@@ -149,7 +149,7 @@ def test_an_upgrade_from_0_1_keeps_data_and_moves_it_to_the_tenants_own_ids(
     # The data is all there, with the same ids inside the containers as before.
     check = f"""
         docker ps -a --format '{{{{.Names}}}}' | sort | tr '\\n' ' '; echo
-        docker run --rm -v data:/v {IMAGE} sh -c 'cat /v/f; cd /v && stat -c "%u:%g %a" f suid deep/a/b/c'
+        docker run --rm -v data:/v -w /v {IMAGE} sh -c 'cat f; stat -c "%u:%g %a" f suid deep/a/b/c'
         docker images -q {IMAGE}
     """
     lines = lab.ssh("olduser", check).stdout.splitlines()
