@@ -11,11 +11,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import pwd
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dtenant_session import paths, verify
+from dtenant_session import paths, subid, verify
 from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation, Registry, RegistryError
 
@@ -44,7 +45,28 @@ def from_disk(user: str) -> Allocation:
         raise DtenantError(f"{user}: cannot recover the allocation from {state}: {exc}") from None
     subnet = str(ipaddress.IPv4Interface(address.strip()).network)
     created = (state / "daemon.json").stat().st_mtime
-    return Allocation(user, uid, slot, subnet, pool, created)
+    return Allocation(user, uid, slot, subnet, pool, created, _home(user, uid),
+                      _id_base(daemon.get("userns-remap", "")))  # fmt: skip
+
+
+def _id_base(remap: str) -> int:
+    """The tenant's container ids, from the account its daemon.json names (0 for 0.1's
+    daemon.json, which named the user: that tenant is moved at the next setup)."""
+    account = remap.split(":", 1)[0]
+    if not account.startswith("_dtenant"):
+        return 0
+    try:
+        return pwd.getpwnam(account).pw_uid
+    except KeyError:
+        return int(account.removeprefix("_dtenant")) * subid.ID_BLOCK
+
+
+def _home(user: str, uid: int) -> str:
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return ""
+    return entry.pw_dir if entry.pw_uid == uid else ""
 
 
 def rebuild() -> Recovery:

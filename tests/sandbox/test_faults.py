@@ -140,6 +140,9 @@ def test_corrupt_registry_is_detected_and_rebuilt(lab: host.Lab, tenants: tuple[
     assert {u: v for u, v in after.items() if u in before} == before
     converges(lab, user)
     assert lab.run(["dtenant", "registry", "check"]).returncode == 0
+    # Each tenant got its own container ids back, not those of a tenant of 0.1.
+    report = json.loads(lab.run(["dtenant", "verify", "--json"], check=False).stdout)
+    assert not [f for f in report["findings"] if f["check"] == "ids" and f["tenant"] in before]
 
 
 def test_disk_full_on_the_state_directory(lab: host.Lab) -> None:
