@@ -6,9 +6,11 @@ purge=True, which the administrator asked for by name.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pwd
+import signal
 from pathlib import Path
 
 from dtenant_session import (
@@ -33,30 +35,32 @@ REMOVED_MARK = "REMOVED"
 
 
 def stop_daemon(allocation: Allocation, config: Config, *, with_containers: bool) -> None:
-    """Stop the tenant's daemon; its socket keeps listening.
-
-    with_containers: as a shutdown of the host would, live-restore off for this stop, so
-    dockerd stops its containers itself and their restart policies apply at the next
-    start. Otherwise containers keep running (live-restore) until the daemon is back."""
+    """Stop the tenant's daemon; its socket keeps listening. Its containers stop with it
+    (they run under its own containerd) and their restart policies apply at its next
+    start. A daemon of version 0.1 (live-restore, the host's containerd) is stopped as a
+    host shutdown would stop it when with_containers is set: live-restore off first."""
     t = allocation.tenant
-    if not with_containers:
+    original = t.daemon_json.read_text()
+    settings = json.loads(original)
+    if not (with_containers and settings.get("live-restore")):
 
         async def stop(bus: systemd.Bus) -> None:
             await bus.stop(t.service_unit)
 
-        systemd.run(stop, timeout=120)
+        systemd.run(stop, timeout=300)
         return
     # The daemon's own file with one change: what it holds stays exactly as it was.
-    original = t.daemon_json.read_text()
-    settings = json.loads(original)
-    without_live_restore = render.json_text({**settings, "live-restore": False})
-    files.write_if_changed(t.daemon_json, without_live_restore, mode=files.PRIVATE)
+    files.write_if_changed(t.daemon_json, render.json_text({**settings, "live-restore": False}),
+                           mode=files.PRIVATE)  # fmt: skip
     try:
 
         async def reload_and_stop(bus: systemd.Bus) -> None:
             units = await bus.units([t.service_unit])
             if t.service_unit in units and units[t.service_unit].active == "active":
-                await bus.reload(t.service_unit)
+                # A signal, not ReloadUnit: the unit file may have changed under the
+                # running daemon (a package upgrade), and its ExecReload= could not start.
+                await bus.signal_main(t.service_unit, signal.SIGHUP)
+                await asyncio.sleep(1.0)  # dockerd reloads its file asynchronously
             await bus.stop(t.service_unit)
 
         systemd.run(reload_and_stop, timeout=300)

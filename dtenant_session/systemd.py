@@ -109,6 +109,10 @@ class Bus:
     async def reload(self, unit: str) -> None:
         await self._run_job("ReloadUnit", unit)
 
+    async def signal_main(self, unit: str, signal: int) -> None:
+        """Send the unit's main process a signal (no ExecReload= process is started)."""
+        await self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, "KillUnit", "ssi", [unit, "main", signal])
+
     async def enable(self, units: list[str]) -> None:
         await self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, "EnableUnitFiles", "asbb",
                         [units, False, False])  # fmt: skip
