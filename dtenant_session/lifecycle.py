@@ -112,7 +112,7 @@ def rename(old: Allocation, new_user: str, config: Config, registry: Registry) -
             priority=log.NOTICE, user=new_user, step="rename")  # fmt: skip
 
 
-def _unmount_daemon_leftovers(t: Tenant) -> None:
+def unmount_daemon_leftovers(t: Tenant) -> None:
     """dockerd bind-mounts its user-namespace root (DATA-ROOT/UID.GID) onto itself and
     leaves that mount behind when it stops. Only mounts whose parents are all root's
     (the data-root and its direct children) are undone: a mount point deeper down sits
@@ -125,7 +125,7 @@ def _unmount_daemon_leftovers(t: Tenant) -> None:
 
 def _purge(t: Tenant) -> str:
     """Delete the tenant's data however it is shaped (treewalk); what cannot go is named."""
-    _unmount_daemon_leftovers(t)
+    unmount_daemon_leftovers(t)
     result = treewalk.remove_tree(str(t.state_dir))
     if result.error_count:
         raise DtenantError(f"tenant {t.user} removed, but not all of {t.state_dir} could be "

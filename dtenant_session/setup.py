@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dtenant_session import command, files, network, paths, render, stamp, systemd, verify
+from dtenant_session import (
+    command,
+    files,
+    log,
+    network,
+    paths,
+    render,
+    stamp,
+    systemd,
+    verify,
+)
 from dtenant_session.config import Config
 from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation, Registry
@@ -58,8 +68,10 @@ def _upgrade_tenants(config: Config, allocations: list[Allocation]) -> list[str]
         try:
             provision.ensure(allocation.user, config, force=True)
             steps.append(f"{allocation.user}: moved to container ids of its own")
-        except DtenantError as exc:
+        except (DtenantError, OSError) as exc:
             steps.append(f"{allocation.user}: not moved yet ({exc}); its next login tries again")
+            log.log(f"not moved to container ids of its own yet: {exc}", priority=log.ERR,
+                    user=allocation.user, step="upgrade")  # fmt: skip
     return steps
 
 

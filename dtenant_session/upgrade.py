@@ -28,6 +28,7 @@ def map_tenant(
     old_uids = subid.docker_selection(subid.read(subid.SUBUID), account.uid, account.name)
     old_gids = subid.docker_selection(subid.read(subid.SUBGID), account.uid, account.name)
     _stop(allocation, config)
+    lifecycle.unmount_daemon_leftovers(allocation.tenant)  # else the rename is EBUSY
     mapped = registry.map_ids(allocation.user, ids)
     block = mapped.id_base
     legacy = [d for d in idshift.state_dirs(data_root) if d != f"{block}.{block}"]
