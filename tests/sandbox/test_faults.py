@@ -321,6 +321,19 @@ def test_a_renamed_user_keeps_everything(lab: host.Lab) -> None:
     assert not [r for r in rows if r["user"] == old]
 
 
+def _recycle_uid(lab: host.Lab, old: str, uid: int, new: str) -> None:
+    """old logged out, deleted (her daemon and containers left running), and her uid
+    given to a new account."""
+    lab.run(["loginctl", "terminate-user", old], check=False)
+    deadline = time.monotonic() + 20
+    while lab.run(["systemctl", "is-active", f"user@{uid}.service"], check=False).returncode == 0:
+        assert time.monotonic() < deadline, f"user@{uid}.service survives"
+        time.sleep(0.2)
+    lab.run(["userdel", "-f", old])  # -f: whatever still runs with her uid
+    lab.run(["useradd", "-u", str(uid), "--badname", "-m", "-s", "/bin/bash", new])
+    lab.authorize_key(new)
+
+
 def test_a_recycled_uid_gets_nothing_of_the_deleted_user(lab: host.Lab) -> None:
     """userdel without `dtenant remove`, then a new account with the same uid: it logs in
     to a tenant of its own; the old tenant is orphaned, unreachable, kept and reported."""
@@ -330,17 +343,8 @@ def test_a_recycled_uid_gets_nothing_of_the_deleted_user(lab: host.Lab) -> None:
     load_image(lab, carol)
     lab.ssh(carol, "docker volume create carols-volume")
     lab.ssh(carol, f"docker run -d --name carols-container {IMAGE} sleep 600")
-    # Logged out, but her daemon and container run on (userdel -f: the container's
-    # processes may run with her uid).
-    lab.run(["loginctl", "terminate-user", carol], check=False)
-    deadline = time.monotonic() + 20
-    while lab.run(["systemctl", "is-active", f"user@{uid}.service"], check=False).returncode == 0:
-        assert time.monotonic() < deadline, f"user@{uid}.service survives"
-        time.sleep(0.2)
-    lab.run(["userdel", "-f", carol])
     dave = carol.replace("carol", "dave")
-    lab.run(["useradd", "-u", str(uid), "--badname", "-m", "-s", "/bin/bash", dave])
-    lab.authorize_key(dave)
+    _recycle_uid(lab, carol, uid, dave)
     journal = Journal(lab)
     converges(lab, dave)
     assert "carols-volume" not in lab.ssh(dave, "docker volume ls -q").stdout
@@ -360,6 +364,34 @@ def test_a_recycled_uid_gets_nothing_of_the_deleted_user(lab: host.Lab) -> None:
     # Kept, for the administrator to decide.
     assert lab.run(["test", "-d", f"/var/lib/dtenant/tenants/{carol}/docker"]).returncode == 0
     lab.run(["dtenant", "remove", carol, "--purge", "--yes"])
+
+
+def test_the_reaper_isolates_an_orphan_before_its_new_account_logs_in(lab: host.Lab) -> None:
+    old = new_user(lab, "early")
+    uid = _uid(lab, old)
+    login(lab, old)
+    assert lab.ssh(old, "docker ps -q").returncode == 0  # her daemon runs
+    new = old.replace("early", "late")
+    _recycle_uid(lab, old, uid, new)
+    planned = json.loads(lab.run(["dtenant", "reap", "--dry-run", "--json"]).stdout)
+    assert [d["action"] for d in planned if d["user"] == old] == ["isolate"]
+    assert provisioned(lab, old)  # a dry run changes nothing
+    journal = Journal(lab)
+    lab.run(["dtenant", "reap"])
+    assert not provisioned(lab, old)
+    assert f"{new!r} (uid {uid})" in journal.since("is orphaned")
+    enabled = lab.run(["systemctl", "is-enabled", f"docker@{old}.socket"], check=False)
+    assert enabled.stdout.strip() == "disabled"
+    deadline = time.monotonic() + 30
+    while lab.run(["systemctl", "is-active", f"docker@{old}.service"], check=False).returncode == 0:
+        assert time.monotonic() < deadline, "the orphan's daemon still runs"
+        time.sleep(0.5)
+    # Found once: the next pass leaves it alone.
+    again = json.loads(lab.run(["dtenant", "reap", "--dry-run", "--json"]).stdout)
+    assert [d for d in again if d["user"] == old and d["action"] == "isolate"] == []
+    converges(lab, new)  # and the new account gets a tenant of its own
+    assert lab.ssh(new, f"docker -H unix:///run/docker-{old}.sock ps", check=False).returncode != 0
+    lab.run(["dtenant", "remove", old, "--purge", "--yes"])
 
 
 def test_a_rename_with_another_home_needs_the_administrator(lab: host.Lab) -> None:
