@@ -146,7 +146,8 @@ def rename(old: Allocation, new: Account, config: Config, registry: Registry) ->
     (name, uid, home) and owner stamp updated; the caller provisions the new name."""
     source, target = Path(paths.TENANTS_DIR) / old.user, Path(paths.TENANTS_DIR) / new.name
     if target.exists():
-        raise DtenantError(f"cannot rename tenant {old.user} to {new.name}: {target} exists")
+        raise DtenantError(f"cannot rename tenant {old.user} to {new.name}: {target} exists "
+                           f"(a removed tenant's data? move it away first)")  # fmt: skip
     stop_daemon(old, config, with_containers=True)
     _release_units(old.tenant)
     stamp.forget(old.user)

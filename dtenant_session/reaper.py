@@ -24,9 +24,8 @@ STOP = "stop"
 STOP_WITH_CONTAINERS = "stop-containers"
 KEEP = "keep"
 SKIP = "skip"
-ISOLATE = (
-    "isolate"  # an orphaned tenant (standing.py): out of reach of its name's or uid's new account
-)
+# An orphaned tenant (standing.py): put out of reach of the account now holding its name or uid.
+ISOLATE = "isolate"
 
 
 @dataclass(frozen=True)
