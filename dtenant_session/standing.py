@@ -105,10 +105,10 @@ def rename_refusal(
         return f"{old_name!r} is not a registered tenant (see `dtenant status`)"
     if new.name == old_name:
         return f"{old_name!r} is already that tenant's name"
-    if new_registered:
-        return (f"{new.name!r} has a tenant of its own; if its data may go, "
-                f"`dtenant remove {new.name} --purge` first")  # fmt: skip
     if old_now is not None and old_now.uid == old.uid:
         return (f"{old_name} is still an account (uid {old.uid}), so this is not a rename; "
                 f"delete or rename that account first")  # fmt: skip
+    if new_registered:
+        return (f"{new.name!r} has a tenant of its own; if its data may go, "
+                f"`dtenant remove {new.name} --purge` first")  # fmt: skip
     return None
