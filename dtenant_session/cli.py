@@ -129,6 +129,14 @@ def _remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rename(args: argparse.Namespace) -> int:
+    from dtenant_session import config, lifecycle
+
+    for step in lifecycle.rename_as_asked(args.old, args.new, config.load()):
+        print(step)
+    return 0
+
+
 def _registry_rebuild(_args: argparse.Namespace) -> int:
     from dtenant_session import recover
 
@@ -206,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("user")
     remove.add_argument("--purge", action="store_true", help="also delete its data-root")
     remove.add_argument("--yes", action="store_true", help="do not ask before --purge")
+    rename = command("rename", _rename,
+                     "hand tenant OLD (its account deleted or renamed) to the existing account "
+                     "NEW, which has no tenant: data, slot and bridge move, then NEW is "
+                     "provisioned")  # fmt: skip
+    rename.add_argument("old", metavar="OLD")
+    rename.add_argument("new", metavar="NEW")
     check_login = command("check-login", _check_login,
                           "open a real PAM session for USER (as root, no password) and "
                           "report what a login does")  # fmt: skip

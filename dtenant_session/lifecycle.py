@@ -7,9 +7,9 @@ purge=True, which the administrator asked for by name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-import pwd
 import signal
 from pathlib import Path
 
@@ -22,14 +22,18 @@ from dtenant_session import (
     paths,
     render,
     stamp,
+    standing,
     systemd,
+    tenant,
     treewalk,
     verify,
 )
 from dtenant_session.config import Config
 from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation, Registry
-from dtenant_session.tenant import Tenant
+from dtenant_session.tenant import Account, Tenant
+
+Orphan = tuple[Allocation, standing.Standing]
 
 REMOVED_MARK = "REMOVED"
 
@@ -72,44 +76,120 @@ def _release_units(t: Tenant) -> None:
     """Stop and disable every unit of the tenant (the daemon already stopped)."""
 
     async def release(bus: systemd.Bus) -> None:
-        for unit in (t.service_unit, t.socket_unit, f"dtenant-authz@{t.instance}.service",
-                     f"dtenant-authz@{t.instance}.socket"):  # fmt: skip
+        for unit in (t.service_unit, t.socket_unit, *_plugin_units(t)):
             await bus.stop(unit)
         await bus.disable([t.socket_unit])
 
     systemd.run(release, timeout=120)
 
 
-def _name_resolves(user: str, uid: int) -> bool:
-    try:
-        return pwd.getpwnam(user).pw_uid == uid
-    except KeyError:
-        return False
+def _plugin_units(t: Tenant) -> tuple[str, str]:
+    return f"dtenant-authz@{t.instance}.service", f"dtenant-authz@{t.instance}.socket"
 
 
-def renamed_from(registry: Registry, user: str, uid: int) -> Allocation | None:
-    """The tenant this account had under its former name (same uid, old name gone)."""
-    for allocation in registry.by_uid(uid):
-        if allocation.user != user and not _name_resolves(allocation.user, uid):
-            return allocation
-    return None
+def _forget_unit_files(t: Tenant) -> None:
+    """The tenant's unit drop-ins (the socket's names its owner's uid) go with its name."""
+    for dropin in (t.service_dropin, t.socket_dropin):
+        dropin.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: someone else's file, left alone
+            dropin.parent.rmdir()
 
 
-def rename(old: Allocation, new_user: str, config: Config, registry: Registry) -> None:
-    """Carry a renamed account's tenant over: daemon stopped cleanly, data moved, registry
-    and owner stamp updated; the caller provisions the new name."""
+def isolate(allocation: Allocation, problem: str) -> None:
+    """An orphaned tenant: its socket unreachable at once, and its daemon (its containers
+    stop with it), socket and plugin stopped and disabled, so the account that now has
+    its name or uid never reaches its daemon or data; its socket, if ever started by hand,
+    is root's. The data stays, for the administrator. The stops are queued, not waited
+    for: a login must not wait for containers to stop."""
+    t = allocation.tenant
+    kept = (f"tenant {t.user} is orphaned. Its socket is removed, its daemon, containers "
+            f"and units stop and stay disabled, its data stays in {t.state_dir}")  # fmt: skip
+    log.log(f"{problem}: {kept}. {standing.advice(t.user)}", priority=log.WARNING,
+            user=t.user, step="orphan")  # fmt: skip
+    stamp.forget(t.user)
+    t.socket.unlink(missing_ok=True)  # nobody connects to a path that is gone
+    _forget_unit_files(t)
+
+    async def release(bus: systemd.Bus) -> None:
+        await bus.reload_daemon()
+        await bus.disable([t.socket_unit])
+        for unit in (t.service_unit, t.socket_unit, *_plugin_units(t),
+                     f"dtenant-daemon-failed@{t.instance}.service"):  # fmt: skip
+            await bus.stop_later(unit)
+
+    systemd.run(release, timeout=30)
+
+
+def standing_now(allocation: Allocation, registered: set[str]) -> standing.Standing:
+    """How the tenant stands against the accounts NSS gives now (registered: every tenant's
+    name, to tell a holder of its uid that has a tenant of its own)."""
+    by_name = tenant.by_name(allocation.user)
+    holder = None
+    if by_name is None or by_name.uid != allocation.uid:
+        holder = tenant.by_uid(allocation.uid)
+    if holder is not None and holder.name == allocation.user:
+        holder = None
+    has_tenant = holder is not None and holder.name in registered
+    return standing.standing(allocation, by_name, holder, holder_registered=has_tenant)
+
+
+def reachable(t: Tenant) -> bool:
+    """Its socket exists or comes back at boot."""
+    wants = f"/etc/systemd/system/sockets.target.wants/{t.socket_unit}"
+    return t.socket.exists() or os.path.lexists(wants)
+
+
+def claims(registry: Registry, account: Account) -> tuple[Allocation | None, list[Orphan]]:
+    """For an account without a tenant: the tenant it certainly had under another name,
+    and the tenants of its uid that are orphaned (standing.claims)."""
+    found = [(a, tenant.by_name(a.user)) for a in registry.by_uid(account.uid)]
+    return standing.claims(account, found)
+
+
+def rename(old: Allocation, new: Account, config: Config, registry: Registry) -> None:
+    """Carry a tenant over to another account: daemon stopped cleanly, data moved, registry
+    (name, uid, home) and owner stamp updated; the caller provisions the new name."""
+    source, target = Path(paths.TENANTS_DIR) / old.user, Path(paths.TENANTS_DIR) / new.name
+    if target.exists():
+        raise DtenantError(f"cannot rename tenant {old.user} to {new.name}: {target} exists "
+                           f"(a removed tenant's data? move it away first)")  # fmt: skip
     stop_daemon(old, config, with_containers=True)
     _release_units(old.tenant)
     stamp.forget(old.user)
-    source, target = Path(paths.TENANTS_DIR) / old.user, Path(paths.TENANTS_DIR) / new_user
-    if target.exists():
-        raise DtenantError(f"cannot rename tenant {old.user} to {new_user}: {target} exists")
+    _forget_unit_files(old.tenant)
     source.rename(target)  # same filesystem: a rename, the data stays where it is
     treewalk.remove_tree(f"{paths.RUN_TENANTS_DIR}/{old.user}")  # volatile: what stays, stays
-    verify.rewrite_owner_stamp(new_user, old.uid)
-    registry.rename(old.user, new_user)
-    log.log(f"tenant {old.user} renamed to {new_user} (uid {old.uid}); data moved to {target}",
-            priority=log.NOTICE, user=new_user, step="rename")  # fmt: skip
+    verify.rewrite_owner_stamp(new.name, new.uid)
+    registry.rename(old.user, new.name, uid=new.uid, home=new.home)
+    log.log(f"tenant {old.user} (uid {old.uid}) renamed to {new.name} (uid {new.uid}, home "
+            f"{new.home}); data moved to {target}", priority=log.NOTICE, user=new.name,
+            step="rename")  # fmt: skip
+
+
+def rename_as_asked(old_name: str, new_name: str, config: Config) -> list[str]:
+    """`dtenant rename OLD NEW`: the administrator hands OLD's tenant to the existing
+    account NEW (standing.rename_refusal says when not), then NEW is provisioned."""
+    from dtenant_session import provision  # it imports this module
+
+    new = tenant.lookup(new_name)
+    tenant.check_eligible(new, config.eligibility)
+    first, second = sorted({old_name, new_name})
+    with (
+        provision.tenant_lock(first, 30),
+        provision.tenant_lock(second, 30),
+        Registry() as registry,
+    ):
+        old = registry.get(old_name)
+        refusal = standing.rename_refusal(old_name, old, tenant.by_name(old_name), new,
+                                          registry.get(new_name) is not None)  # fmt: skip
+        if refusal is not None or old is None:
+            raise DtenantError(f"cannot rename {old_name} to {new_name}: {refusal}")
+        rename(old, new, config, registry)
+    steps = [f"stopped {old.tenant.service_unit} and its containers, disabled its units",
+             f"moved {paths.TENANTS_DIR}/{old_name} to {paths.TENANTS_DIR}/{new_name}",
+             f"registry and owner stamp: {new_name}, uid {new.uid}, home {new.home}"]  # fmt: skip
+    outcome = provision.ensure(new_name, config, force=True)
+    return [*steps, f"provisioned {new_name}: {outcome.allocation.tenant.socket}"]
 
 
 def unmount_daemon_leftovers(t: Tenant) -> None:

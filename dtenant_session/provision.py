@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dtenant_session import (
@@ -23,6 +23,7 @@ from dtenant_session import (
     paths,
     render,
     stamp,
+    standing,
     subid,
     systemd,
     tenant,
@@ -121,25 +122,56 @@ def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = Fa
             allocation = registry.get(user)
             if allocation is not None and not force and stamp.is_current(user):
                 return Outcome(allocation, already=True)
-            renamed = None if allocation else lifecycle.renamed_from(registry, user, account.uid)
-            if renamed is not None:
-                lifecycle.rename(renamed, user, config, registry)
+            renamed = None
+            if allocation is None:
+                renamed = _take_over(registry, account, config)
                 allocation = registry.get(user)
-            if allocation is None or allocation.uid != account.uid:
-                allocation = registry.allocate(
-                    user, account.uid, config.network, network.routed_subnets(),
-                    network.bridge_slots_in_use(), home=account.home, ids=id_space(config),
-                )  # fmt: skip
-            elif not allocation.id_base:
-                allocation = upgrade.map_tenant(registry, allocation, config, id_space(config))
+            allocation = _own(registry, allocation, account, config)
             everyone = registry.all()
         outcome = Outcome(allocation)
         if renamed is not None:
-            outcome.steps.append(f"renamed from {renamed.user}: data moved, same uid")
+            outcome.steps.append(f"renamed from {renamed.user}: data moved, same uid and home")
         _converge(allocation, account, everyone, config, outcome)
         stamp.write(user)
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def _take_over(registry: Registry, account: tenant.Account, config: Config) -> Allocation | None:
+    """A first login: the tenant this account certainly had under another name moves to
+    it; any other tenant of its uid is orphaned, out of its reach (never handed over)."""
+    renamed, orphans = lifecycle.claims(registry, account)
+    for orphan, seen in orphans:
+        lifecycle.isolate(orphan, seen.problem)
+    if renamed is not None:
+        lifecycle.rename(renamed, account, config, registry)
+    return renamed
+
+
+def _own(
+    registry: Registry, allocation: Allocation | None, account: tenant.Account, config: Config
+) -> Allocation:
+    """The account's own tenant, made now if it has none, with its home recorded."""
+    user = account.name
+    if allocation is None:
+        return registry.allocate(
+            user, account.uid, config.network, network.routed_subnets(),
+            network.bridge_slots_in_use(), home=account.home, ids=id_space(config),
+        )  # fmt: skip
+    if allocation.uid != account.uid:
+        # The name is another account's now: the tenant is not this account's.
+        lifecycle.isolate(allocation, standing.standing(allocation, account, None).problem)
+        raise DtenantError(
+            f"user {user!r} now has uid {account.uid} but its tenant belongs to uid "
+            f"{allocation.uid}: another account of the same name, not provisioned. "
+            f"{standing.advice(user)}"
+        )
+    if allocation.home != account.home:  # recorded at last (0.1), or moved with the same name
+        registry.set_home(user, account.home)
+        allocation = replace(allocation, home=account.home)
+    if not allocation.id_base:
+        allocation = upgrade.map_tenant(registry, allocation, config, id_space(config))
+    return allocation
 
 
 def _converge(

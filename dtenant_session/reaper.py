@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from dtenant_session import activity, command, lifecycle, log, status, systemd, treewalk
+from dtenant_session import activity, command, lifecycle, log, standing, status, systemd, treewalk
 from dtenant_session.config import Config, Reap
 from dtenant_session.registry import Allocation, Registry
 
@@ -24,6 +24,8 @@ STOP = "stop"
 STOP_WITH_CONTAINERS = "stop-containers"
 KEEP = "keep"
 SKIP = "skip"
+# An orphaned tenant (standing.py): put out of reach of the account now holding its name or uid.
+ISOLATE = "isolate"
 
 
 @dataclass(frozen=True)
@@ -126,15 +128,43 @@ def observe(allocations: list[Allocation]) -> list[Observation]:
     return seen
 
 
+def sweep_orphans(
+    allocations: list[Allocation], registered: set[str], dry_run: bool
+) -> list[Decision]:
+    """Orphaned tenants still within reach (a login may not have found them yet: the uid
+    or name was given to an account that has not logged in) are isolated."""
+    decisions = []
+    for allocation in allocations:
+        if not lifecycle.reachable(allocation.tenant):
+            continue  # cheap first: at most a few tenants ask NSS
+        seen = lifecycle.standing_now(allocation, registered)
+        if seen.kind != standing.ORPHANED:
+            continue
+        decision = Decision(allocation.user, ISOLATE, [seen.problem])
+        if not dry_run:
+            try:
+                lifecycle.isolate(allocation, seen.problem)
+                decision.done = True
+            except Exception as exc:  # noqa: BLE001 - one tenant's failure must not stop the pass
+                log.log(f"reaper: could not isolate the orphaned tenant: {exc}", priority=log.ERR,
+                        user=allocation.user, step="reap")  # fmt: skip
+        decisions.append(decision)
+    return decisions
+
+
 def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> list[Decision]:
     with Registry() as registry:
-        allocations = [a for a in registry.all() if user is None or a.user == user]
+        everyone = registry.all()
+    allocations = [a for a in everyone if user is None or a.user == user]
+    isolated = sweep_orphans(allocations, {a.user for a in everyone}, dry_run)
+    orphans = {d.user for d in isolated}
+    allocations = [a for a in allocations if a.user not in orphans]
     now = time.time()
     by_user = {a.user: a for a in allocations}
     seen = mark_sessions_active(observe(allocations), now)
     decisions = [decide(one, config.reap, now) for one in seen]
     if dry_run:
-        return decisions
+        return isolated + decisions
     _record_sessions([one.user for one in seen if one.sessions])
     for decision in decisions:
         if decision.action not in (STOP, STOP_WITH_CONTAINERS):
@@ -153,7 +183,7 @@ def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> l
         log.log(f"reaper stopped the idle {what} ({reason}); its socket still listens",
                 priority=log.NOTICE, user=decision.user, step="reap")  # fmt: skip
     _refresh_sizes(allocations)
-    return decisions
+    return isolated + decisions
 
 
 def _record_sessions(users: list[str]) -> None:

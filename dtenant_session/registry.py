@@ -277,9 +277,11 @@ class Registry:
     def by_uid(self, uid: int) -> list[Allocation]:
         return self._rows("WHERE uid = ?", (uid,))
 
-    def rename(self, old: str, new: str) -> None:
+    def rename(self, old: str, new: str, *, uid: int, home: str) -> None:
+        """The tenant now belongs to the account `new` (its uid and home)."""
         with self._write() as db:
-            db.execute("UPDATE tenants SET user = ? WHERE user = ?", (new, old))
+            db.execute("UPDATE tenants SET user = ?, uid = ?, home = ? WHERE user = ?",
+                       (new, uid, home, old))  # fmt: skip
 
     def insert(self, allocation: Allocation) -> None:
         """Put back an allocation as it was (recovery); conflicts are errors."""

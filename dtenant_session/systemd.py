@@ -106,6 +106,10 @@ class Bus:
     async def stop(self, unit: str) -> None:
         await self._run_job("StopUnit", unit)
 
+    async def stop_later(self, unit: str) -> None:
+        """Queue a stop job and return at once: systemd carries it out on its own."""
+        await self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, "StopUnit", "ss", [unit, "replace"])
+
     async def reload(self, unit: str) -> None:
         await self._run_job("ReloadUnit", unit)
 

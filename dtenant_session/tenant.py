@@ -46,6 +46,26 @@ def lookup(user: str) -> Account:
     return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, frozenset(names))
 
 
+def _account(entry: pwd.struct_passwd) -> Account:
+    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, frozenset())
+
+
+def by_name(user: str) -> Account | None:
+    """The passwd entry of a name, without its groups (None: no such user)."""
+    try:
+        return _account(pwd.getpwnam(user))
+    except KeyError:
+        return None
+
+
+def by_uid(uid: int) -> Account | None:
+    """The passwd entry NSS gives for a uid, without its groups (None: nobody's)."""
+    try:
+        return _account(pwd.getpwuid(uid))
+    except KeyError:
+        return None
+
+
 def check_eligible(account: Account, rules: Eligibility) -> None:
     """Raise NotEligible naming the rule the account fails."""
     name = account.name

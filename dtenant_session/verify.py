@@ -429,6 +429,29 @@ def check_distinct(users: Iterable[str], mounts: list[mountinfo.MountEntry]) -> 
     return findings
 
 
+def orphan_advice(user: str) -> str:
+    return (f"`dtenant rename {user} NEW` hands its data to account NEW; "
+            f"`dtenant remove {user} [--purge]` takes the tenant away")  # fmt: skip
+
+
+def check_account_before_start(user: str, uid: int) -> list[Finding]:
+    """The tenant's account still has its name and uid: an orphaned tenant's daemon never
+    starts, whoever has its socket (a new account with its old uid or name)."""
+    import pwd
+
+    try:
+        now: int | None = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        now = None
+    if now == uid:
+        return []
+    problem = f"user {user!r} (uid {uid}) no longer exists"
+    if now is not None:
+        problem += f" (the name now has uid {now})"
+    return [Finding(user, "account", f"{problem}: its tenant is orphaned",
+                    advice=orphan_advice(user))]  # fmt: skip
+
+
 def check_tenant_before_start(user: str) -> list[Finding]:
     """What docker@USER.service runs before dockerd: fast, standard library only."""
     tenants = registered_tenants()
@@ -441,6 +464,9 @@ def check_tenant_before_start(user: str) -> list[Finding]:
                 advice=f"run `dtenant provision {user}`",
             )
         ]
+    orphaned = check_account_before_start(user, tenants[user])
+    if orphaned:
+        return orphaned
     mounts = mountinfo.read()
     findings = check_owner(user, tenants[user])
     findings += check_mapping(user, registered_ids()[user][1])
@@ -504,22 +530,20 @@ def main_before_start(argv: list[str]) -> int:
     return 1 if findings else 0
 
 
-def check_account(allocation: Any) -> list[Finding]:
-    """The tenant's user still exists, with the uid the registry holds."""
-    import pwd
+def check_account(allocation: Any, registered: set[str]) -> list[Finding]:
+    """The tenant's user still exists with the uid the registry holds; else whether it was
+    certainly renamed or is orphaned (standing.py)."""
+    from dtenant_session import lifecycle, standing
 
-    user, uid = allocation.user, allocation.uid
-    try:
-        now = pwd.getpwnam(user).pw_uid
-    except KeyError:
-        return [Finding(user, "account", f"user {user!r} (uid {uid}) no longer exists",
-                        advice=f"a renamed account takes its tenant along at its next login; "
-                        f"else `dtenant remove {user}` (keeps the data)")]  # fmt: skip
-    if now != uid:
-        return [Finding(user, "account", f"user {user!r} now has uid {now}, the registry "
-                        f"holds {uid}: another account with the same name?",
-                        advice=f"`dtenant remove {user}` before it logs in")]  # fmt: skip
-    return []
+    user = allocation.user
+    seen = lifecycle.standing_now(allocation, registered)
+    if seen.kind == standing.CURRENT:
+        return []
+    advice = orphan_advice(user)
+    if seen.kind == standing.RENAMED:
+        advice = (f"it moves at {seen.new_name}'s next login, or now with "
+                  f"`dtenant rename {user} {seen.new_name}`")  # fmt: skip
+    return [Finding(user, "account", seen.problem, advice=advice)]
 
 
 def check_consistency(allocation: Any, config: Any, links: dict[str, set[str]]) -> list[Finding]:
@@ -602,18 +626,22 @@ def check_orphans(users: set[str], bridges: set[str]) -> list[Finding]:
 
 
 def _check_one(allocation: Any, config: Any, mounts: list[mountinfo.MountEntry],
-               links: dict[str, set[str]]) -> list[Finding]:  # fmt: skip
+               links: dict[str, set[str]], registered: set[str]) -> list[Finding]:  # fmt: skip
     """Every check of one tenant; whatever its data does to them, a finding for it and
     the other tenants still checked."""
     user = allocation.user
     findings: list[Finding] = []
+    try:
+        findings += check_account(allocation, registered)
+    except Exception as exc:  # noqa: BLE001 - one tenant's data must not end the pass
+        findings.append(Finding(user, "error", f"could not check: {exc}"))
+    orphan = bool(findings)  # an orphan's files and units are not to be put right
     checks: tuple[Callable[[], list[Finding]], ...] = (
-        lambda: check_account(allocation),
         lambda: check_owner(user, allocation.uid),
         lambda: check_mapping(user, allocation.id_base),
         lambda: check_filesystem(user, mounts),
         lambda: check_locks(user, allowed_unit=allocation.tenant.service_unit),
-        lambda: check_consistency(allocation, config, links),
+        lambda: [] if orphan else check_consistency(allocation, config, links),
     )
     for check in checks:
         try:
@@ -642,9 +670,10 @@ def verify_all(config: Any, only: str | None = None) -> Report:
     chosen = [a for a in allocations if only is None or a.user == only]
     if only is not None and not chosen:
         raise CannotCheck(f"{only!r} is not a registered tenant")
+    registered = {a.user for a in allocations}
     for allocation in chosen:
         report.checked.append(allocation.user)
-        report.findings += _check_one(allocation, config, mounts, links)
+        report.findings += _check_one(allocation, config, mounts, links, registered)
     distinct = check_distinct([a.user for a in allocations], mounts)
     report.findings += [f for f in distinct if only is None or only in f.problem]
     if only is None:

@@ -284,22 +284,155 @@ def test_a_deleted_user(lab: host.Lab) -> None:
     assert lab.run(["test", "-d", f"/var/lib/dtenant/tenants/{user}/docker"]).returncode == 0
 
 
+def _uid(lab: host.Lab, user: str) -> int:
+    return int(lab.run(["id", "-u", user]).stdout)
+
+
+def _rename_account(lab: host.Lab, old: str, new: str, *options: str) -> None:
+    """usermod -l (and whatever else `options` change), with old's SSH key for new."""
+    _log_out_everywhere(lab, old)
+    lab.run(["usermod", "-l", new, *options, old])
+    lab.run(["cp", f"/root/.ssh/dtenant-lab/{old}", f"/root/.ssh/dtenant-lab/{new}"])
+
+
+def _registered_home(lab: host.Lab, user: str) -> str:
+    script = ("from dtenant_session.registry import Registry\n"
+              f"print(Registry().get({user!r}).home)")  # fmt: skip
+    return lab.run(["python3", "-c", script]).stdout.strip()
+
+
 def test_a_renamed_user_keeps_everything(lab: host.Lab) -> None:
+    """Same uid, same home, old name gone: a certain rename, carried over at login."""
     old = new_user(lab, "before")
     login(lab, old)
     load_image(lab, old)
     lab.ssh(old, "docker volume create renamed-volume")
     slot = json.loads(lab.run(["dtenant", "status", old, "--json"]).stdout)[0]["slot"]
+    # A tenant of version 0.1 recorded no home: its next provisioning records it.
+    lab.run(["python3", "-c", "from dtenant_session.registry import Registry\n"
+             f"Registry().set_home({old!r}, '')"])  # fmt: skip
+    lab.run(["rm", f"/run/dtenant/stamps/{old}"])
+    login(lab, old)
+    assert _registered_home(lab, old) == f"/home/{old}"
     new = old.replace("before", "after")
-    _log_out_everywhere(lab, old)
-    lab.sh(f"usermod -l {new} -d /home/{new} -m {old}"
-           f" && cp /root/.ssh/dtenant-lab/{old} /root/.ssh/dtenant-lab/{new}")  # fmt: skip
+    _rename_account(lab, old, new)  # the home stays /home/before...
     converges(lab, new)
     assert "renamed-volume" in lab.ssh(new, "docker volume ls -q").stdout
     assert lab.ssh(new, f"docker images -q {IMAGE}").stdout.strip()
     rows = json.loads(lab.run(["dtenant", "status", "--json"]).stdout)
     assert [r["slot"] for r in rows if r["user"] == new] == [slot]
     assert not [r for r in rows if r["user"] == old]
+
+
+def _recycle_uid(lab: host.Lab, old: str, uid: int, new: str) -> None:
+    """old logged out, deleted (her daemon and containers left running), and her uid
+    given to a new account."""
+    lab.run(["loginctl", "terminate-user", old], check=False)
+    deadline = time.monotonic() + 20
+    while lab.run(["systemctl", "is-active", f"user@{uid}.service"], check=False).returncode == 0:
+        assert time.monotonic() < deadline, f"user@{uid}.service survives"
+        time.sleep(0.2)
+    lab.run(["userdel", "-f", old])  # -f: whatever still runs with her uid
+    lab.run(["useradd", "-u", str(uid), "--badname", "-m", "-s", "/bin/bash", new])
+    lab.authorize_key(new)
+
+
+def test_a_recycled_uid_gets_nothing_of_the_deleted_user(lab: host.Lab) -> None:
+    """userdel without `dtenant remove`, then a new account with the same uid: it logs in
+    to a tenant of its own; the old tenant is orphaned, unreachable, kept and reported."""
+    carol = new_user(lab, "carol")
+    uid = _uid(lab, carol)
+    login(lab, carol)
+    load_image(lab, carol)
+    lab.ssh(carol, "docker volume create carols-volume")
+    lab.ssh(carol, f"docker run -d --name carols-container {IMAGE} sleep 600")
+    dave = carol.replace("carol", "dave")
+    _recycle_uid(lab, carol, uid, dave)
+    journal = Journal(lab)
+    converges(lab, dave)
+    assert "carols-volume" not in lab.ssh(dave, "docker volume ls -q").stdout
+    assert "carols-container" not in lab.ssh(dave, "docker ps -a --format '{{.Names}}'").stdout
+    assert lab.ssh(dave, f"docker -H unix:///run/docker-{carol}.sock ps -a",
+                   check=False).returncode != 0  # fmt: skip
+    said = journal.since("dtenant rename")
+    assert f"{carol!r} (uid {uid})" in said and f"{dave!r} (uid {uid})" in said, said
+    assert f"dtenant rename {carol} NEW" in said and f"dtenant remove {carol}" in said, said
+    # Even a socket started by hand cannot start the old daemon for the new account.
+    refused = lab.run(["/usr/lib/dtenant/check-tenant", carol], check=False)
+    assert refused.returncode == 1 and "no longer exists" in refused.stderr, refused.stderr
+    report = json.loads(lab.run(["dtenant", "verify", "--json"], check=False).stdout)
+    found = [f for f in report["findings"] if f["tenant"] == carol and f["check"] == "account"]
+    assert found and dave in found[0]["problem"], report["findings"]
+    assert f"dtenant rename {carol} NEW" in found[0]["advice"]
+    # Kept, for the administrator to decide.
+    assert lab.run(["test", "-d", f"/var/lib/dtenant/tenants/{carol}/docker"]).returncode == 0
+    lab.run(["dtenant", "remove", carol, "--purge", "--yes"])
+
+
+def test_the_reaper_isolates_an_orphan_before_its_new_account_logs_in(lab: host.Lab) -> None:
+    old = new_user(lab, "early")
+    uid = _uid(lab, old)
+    login(lab, old)
+    assert lab.ssh(old, "docker ps -q").returncode == 0  # her daemon runs
+    new = old.replace("early", "late")
+    _recycle_uid(lab, old, uid, new)
+    planned = json.loads(lab.run(["dtenant", "reap", "--dry-run", "--json"]).stdout)
+    assert [d["action"] for d in planned if d["user"] == old] == ["isolate"]
+    assert provisioned(lab, old)  # a dry run changes nothing
+    journal = Journal(lab)
+    lab.run(["dtenant", "reap"])
+    assert not provisioned(lab, old)
+    assert f"{new!r} (uid {uid})" in journal.since("is orphaned")
+    enabled = lab.run(["systemctl", "is-enabled", f"docker@{old}.socket"], check=False)
+    assert enabled.stdout.strip() == "disabled"
+    deadline = time.monotonic() + 30
+    while lab.run(["systemctl", "is-active", f"docker@{old}.service"], check=False).returncode == 0:
+        assert time.monotonic() < deadline, "the orphan's daemon still runs"
+        time.sleep(0.5)
+    # Found once: the next pass leaves it alone.
+    again = json.loads(lab.run(["dtenant", "reap", "--dry-run", "--json"]).stdout)
+    assert [d for d in again if d["user"] == old and d["action"] == "isolate"] == []
+    converges(lab, new)  # and the new account gets a tenant of its own
+    assert lab.ssh(new, f"docker -H unix:///run/docker-{old}.sock ps", check=False).returncode != 0
+    lab.run(["dtenant", "remove", old, "--purge", "--yes"])
+
+
+def test_a_rename_with_another_home_needs_the_administrator(lab: host.Lab) -> None:
+    """Same uid but a new home: not certainly the same person, so a fresh tenant; then
+    `dtenant rename OLD NEW` carries the data over."""
+    old = new_user(lab, "moving")
+    login(lab, old)
+    load_image(lab, old)
+    lab.ssh(old, "docker volume create moved-volume")
+    slot = json.loads(lab.run(["dtenant", "status", old, "--json"]).stdout)[0]["slot"]
+    new = old.replace("moving", "moved")
+    _rename_account(lab, old, new, "-d", f"/home/{new}", "-m")
+    converges(lab, new)
+    assert "moved-volume" not in lab.ssh(new, "docker volume ls -q").stdout
+    refused = lab.run(["dtenant", "rename", old, new], check=False)
+    assert refused.returncode == 1
+    assert f"dtenant remove {new} --purge" in refused.stderr, refused.stderr
+    lab.run(["dtenant", "remove", new, "--purge", "--yes"])
+    lab.run(["dtenant", "rename", old, new])
+    converges(lab, new)
+    assert "moved-volume" in lab.ssh(new, "docker volume ls -q").stdout
+    assert lab.ssh(new, f"docker images -q {IMAGE}").stdout.strip()
+    rows = json.loads(lab.run(["dtenant", "status", "--json"]).stdout)
+    assert [r["slot"] for r in rows if r["user"] == new] == [slot]
+    assert not [r for r in rows if r["user"] == old]
+    assert _registered_home(lab, new) == f"/home/{new}"
+
+
+def test_rename_refuses_what_is_not_a_rename(lab: host.Lab) -> None:
+    lab.ssh("alice", "true")
+    for argv, words in (
+        (["alice", "bob"], "alice is still an account"),
+        (["alice", "nosuchuser"], "no such user"),
+        (["nosuchtenant", "bob"], "not a registered tenant"),
+    ):
+        refused = lab.run(["dtenant", "rename", *argv], check=False)
+        assert refused.returncode == 1 and words in refused.stderr, refused.stderr
+    assert lab.ssh("alice", "docker ps -q").returncode == 0
 
 
 def test_system_users_are_never_provisioned(lab: host.Lab) -> None:
