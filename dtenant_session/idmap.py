@@ -26,39 +26,39 @@ def problems(t: Tenant) -> list[str]:
     is absent and its name and id are free)."""
     name, ident = t.root_account, t.id_base
     found = []
-    owners = {"user": _uid_of(name), "group": _gid_of(name)}
+    owners = {"user": uid_of(name), "group": gid_of(name)}
     for kind, number in owners.items():
         if number is not None and number != ident:
             found.append(f"{kind} {name} exists with id {number}, not {ident}")
-    names = {"uid": _user_named(ident), "gid": _group_named(ident)}
+    names = {"uid": user_named(ident), "gid": group_named(ident)}
     for kind, holder in names.items():
         if holder is not None and holder != name:
             found.append(f"{kind} {ident} belongs to {holder!r}, not {name}")
     return found
 
 
-def _uid_of(name: str) -> int | None:
+def uid_of(name: str) -> int | None:
     try:
         return pwd.getpwnam(name).pw_uid
     except KeyError:
         return None
 
 
-def _gid_of(name: str) -> int | None:
+def gid_of(name: str) -> int | None:
     try:
         return grp.getgrnam(name).gr_gid
     except KeyError:
         return None
 
 
-def _user_named(uid: int) -> str | None:
+def user_named(uid: int) -> str | None:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return None
 
 
-def _group_named(gid: int) -> str | None:
+def group_named(gid: int) -> str | None:
     try:
         return grp.getgrgid(gid).gr_name
     except KeyError:
@@ -66,7 +66,7 @@ def _group_named(gid: int) -> str | None:
 
 
 def exists(t: Tenant) -> bool:
-    return _uid_of(t.root_account) == t.id_base
+    return uid_of(t.root_account) == t.id_base
 
 
 def ensure(t: Tenant) -> bool:
@@ -77,7 +77,7 @@ def ensure(t: Tenant) -> bool:
     if exists(t):
         return False
     name, ident = t.root_account, str(t.id_base)
-    if _gid_of(name) is None:
+    if gid_of(name) is None:
         command.run([command.which("groupadd"), "--system", "--gid", ident, name], timeout=30)
     command.run(
         [command.which("useradd"), "--system", "--no-log-init", "--uid", ident, "--gid", ident,
@@ -92,5 +92,5 @@ def remove(t: Tenant) -> None:
     """Delete the account and its group (the tenant's data is gone)."""
     if exists(t):
         command.run([command.which("userdel"), t.root_account], timeout=30)
-    if _gid_of(t.root_account) is not None:
+    if gid_of(t.root_account) is not None:
         command.run([command.which("groupdel"), t.root_account], timeout=30)

@@ -687,25 +687,11 @@ def verify_all(config: Any, only: str | None = None) -> Report:
 def check_subid_files() -> list[Finding]:
     """Entries another account would be given (a user name of digits that is some other
     account's uid), and ranges of different owners that overlap."""
-    import pwd
-
-    from dtenant_session import subid
-
-    def uid_of(name: str) -> int | None:
-        try:
-            return pwd.getpwnam(name).pw_uid
-        except KeyError:
-            return None
-
-    def name_of(uid: int) -> str | None:
-        try:
-            return pwd.getpwuid(uid).pw_name
-        except KeyError:
-            return None
+    from dtenant_session import idmap, subid
 
     texts = {file: subid.read(file) for file in (subid.SUBUID, subid.SUBGID)}
     problems = [p for file, text in texts.items()
-                for p in subid.foreign_keys(text, uid_of, name_of, file)]  # fmt: skip
+                for p in subid.foreign_keys(text, idmap.uid_of, idmap.user_named, file)]  # fmt: skip
     problems += subid.overlaps(texts)
     return [Finding("", "ids", problem, advice="key the entry by the owner's uid or move it")
             for problem in problems]  # fmt: skip
