@@ -690,8 +690,11 @@ def check_subid_files() -> list[Finding]:
     from dtenant_session import idmap, subid
 
     texts = {file: subid.read(file) for file in (subid.SUBUID, subid.SUBGID)}
-    problems = [p for file, text in texts.items()
-                for p in subid.foreign_keys(text, idmap.uid_of, idmap.user_named, file)]  # fmt: skip
+    problems = [
+        problem
+        for file, text in texts.items()
+        for problem in subid.foreign_keys(text, idmap.uid_of, idmap.user_named, file)
+    ]
     problems += subid.overlaps(texts)
     return [Finding("", "ids", problem, advice="key the entry by the owner's uid or move it")
             for problem in problems]  # fmt: skip
