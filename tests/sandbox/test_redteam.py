@@ -74,3 +74,49 @@ def test_a_layer_device_node_is_never_reachable_through_container_root(
         assert "opened" not in opened.stdout, f"alice opened {upper}/dev/null2 from the host"
     finally:
         lab.ssh("alice", "rm -rf ~/suid2; docker rmi rtnodes", check=False)
+
+
+# A host config at start, the way API versions before 1.24 send it; padded past the 1 MiB
+# Docker shows an authorization plugin, so the plugin sees no body and lets it through.
+_START_WITH_HOST_CONFIG = r"""
+import json, os, socket, sys
+host_config = {"UsernsMode": "host", "PidMode": "host", "CapAdd": ["SYS_ADMIN", "SYS_PTRACE"],
+               "SecurityOpt": ["seccomp=unconfined", "apparmor=unconfined"],
+               "Dns": ["192.0.2.1"] * 200000}
+body = json.dumps(host_config).encode()
+head = (f"POST /v1.23/containers/{sys.argv[1]}/start HTTP/1.1\r\nHost: docker\r\n"
+        "Content-Type: application/json\r\nConnection: close\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n").encode()
+with socket.socket(socket.AF_UNIX) as connection:
+    connection.connect(f"/run/docker-{os.environ['USER']}.sock")
+    connection.sendall(head + body)
+    reply = b""
+    while chunk := connection.recv(65536):
+        reply += chunk
+print(reply.split(b"\r\n", 1)[0].decode())
+"""
+
+
+def test_an_old_api_start_cannot_bring_a_host_config_past_the_plugin(
+    lab: host.Lab, alice: str
+) -> None:
+    """POST /v1.23/containers/ID/start with a HostConfig body over 1 MiB: Docker hands the
+    plugin no body (too large), the plugin's start check only looks at a body it sees, and
+    dockerd applies the host config: --userns=host --pid=host --cap-add SYS_ADMIN,
+    seccomp off; `nsenter -t 1 -m` is then a root shell on the host."""
+    marker = "/root/rt-old-api-start"
+    lab.run(["rm", "-f", marker])
+    lab.ssh("alice", f"docker rm -f oldstart >/dev/null 2>&1; "
+            f"docker create --name oldstart {IMAGE} sleep 300 >/dev/null")  # fmt: skip
+    try:
+        status = lab.ssh("alice", "python3 - oldstart", input=_START_WITH_HOST_CONFIG).stdout
+        lab.ssh("alice", f"docker exec oldstart nsenter -t 1 -m sh -c 'touch {marker}'",
+                check=False)  # fmt: skip
+        mode = lab.ssh("alice", "docker inspect -f '{{.HostConfig.UsernsMode}}' oldstart",
+                       check=False).stdout.strip()  # fmt: skip
+        assert lab.run(["test", "-e", marker], check=False).returncode == 1, "root on the host"
+        assert mode != "host", f"the start was allowed ({status.strip()}): --userns=host"
+        assert " 403 " in status, status
+    finally:
+        lab.run(["rm", "-f", marker])
+        lab.ssh("alice", "docker rm -f oldstart", check=False)
