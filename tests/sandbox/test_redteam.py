@@ -120,3 +120,24 @@ def test_an_old_api_start_cannot_bring_a_host_config_past_the_plugin(
     finally:
         lab.run(["rm", "-f", marker])
         lab.ssh("alice", "docker rm -f oldstart", check=False)
+
+
+def test_docker_cp_cannot_read_through_binds_inherited_with_volumes_from(
+    lab: host.Lab, alice: str
+) -> None:
+    """`docker cp` is denied for a container with binds, judged by its own HostConfig; a
+    container made with `--volumes-from` has the binds in its mount points, not in its
+    HostConfig. Swap the bind's source for a symlink to /etc, and the daemon mounts it as
+    root for `docker cp`: /etc/shadow comes back. The start check misses them too."""
+    lab.ssh("alice", "docker rm -f vfa vfb >/dev/null 2>&1; rm -rf ~/vf; mkdir ~/vf; "
+            f"docker create --name vfa -v ~/vf:/x {IMAGE} true >/dev/null && "
+            f"docker create --name vfb --volumes-from vfa {IMAGE} sleep 300 >/dev/null && "
+            "rm -rf ~/vf && ln -s /etc ~/vf")  # fmt: skip
+    try:
+        copied = lab.ssh("alice", "docker cp vfb:/x/shadow - | tar -xO", check=False)
+        assert "root:" not in copied.stdout, "docker cp read /etc/shadow as root"
+        started = lab.ssh("alice", "docker start vfb && docker exec vfb head -1 /x/passwd",
+                          check=False)  # fmt: skip
+        assert "root:" not in started.stdout, "a start mounted /etc through --volumes-from"
+    finally:
+        lab.ssh("alice", "docker rm -f vfa vfb; rm -f ~/vf", check=False)
