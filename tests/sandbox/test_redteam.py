@@ -141,3 +141,20 @@ def test_docker_cp_cannot_read_through_binds_inherited_with_volumes_from(
         assert "root:" not in started.stdout, "a start mounted /etc through --volumes-from"
     finally:
         lab.ssh("alice", "docker rm -f vfa vfb; rm -f ~/vf", check=False)
+
+
+def test_docker_cp_never_makes_a_device_node_in_the_users_home(lab: host.Lab, alice: str) -> None:
+    """No swap, no race: a container made with `--volumes-from` a container that binds
+    ~/nd passes the `docker cp` check (its HostConfig has no binds); `docker cp` of a tar
+    holding a device node makes the daemon (root, outside any user namespace) mknod it in
+    ~/nd, mode 0666. From the host alice opens it: any disk, /dev/kmsg, /dev/mem (here a
+    harmless copy of /dev/null, c 1:3)."""
+    lab.ssh("alice", "docker rm -f nda ndb >/dev/null 2>&1; rm -rf ~/nd; mkdir ~/nd; "
+            f"docker create --name nda -v ~/nd:/x {IMAGE} true >/dev/null && "
+            f"docker create --name ndb --volumes-from nda {IMAGE} true >/dev/null")  # fmt: skip
+    try:
+        lab.ssh("alice", "docker cp - ndb:/x", input=_nodes_tar(), check=False)
+        nodes = lab.run(["find", "/home/alice/nd", "-type", "c", "-printf", "%p %m\n"]).stdout
+        assert nodes.strip() == "", f"the daemon made a device node in alice's home: {nodes}"
+    finally:
+        lab.ssh("alice", "docker rm -f nda ndb; rm -rf ~/nd", check=False)
