@@ -129,7 +129,9 @@ def _chown_keeping_bits(fd: int, st: os.stat_result, ids: tuple[int, int],
             raise
         capability = None
     os.fchown(fd, *ids)
-    if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+    # Not on a file with several names: another one may lie outside the data-root, where
+    # the user would run it as container root.
+    if st.st_mode & (stat.S_ISUID | stat.S_ISGID) and st.st_nlink == 1:
         os.fchmod(fd, stat.S_IMODE(st.st_mode))
     if capability is not None:
         os.setxattr(fd, CAPABILITY, capability_root(capability, uid_move))

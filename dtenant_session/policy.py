@@ -205,13 +205,43 @@ NAMESPACE_MODES = {  # HostConfig key -> what the CLI flag is called
 _VERSION = re.compile(r"^/v[0-9][0-9.]*(?=/)")
 
 
+def _api_version(uri: str) -> None:
+    """API versions older than 1.24 are refused: old semantics are old attack surface."""
+    match = re.match(r"^/v([0-9][0-9.]*)/", _split(uri)[0])
+    if not match:
+        return  # the daemon's own current version
+    try:
+        version = tuple(int(part) for part in match.group(1).split(".") if part)
+    except ValueError:
+        raise Denied(f"API version {match.group(1)!r} is not a version") from None
+    if version < OLDEST_API:
+        raise Denied(f"API version {match.group(1)} is not allowed (1.24 or later)")
+
+
+def _unseen_body(request: dict[str, Any]) -> bool:
+    """A body the daemon got but did not show the plugin (over 1 MiB, or of unknown size)."""
+    if request.get("RequestBody"):
+        return False
+    headers = request.get("RequestHeaders")
+    if not isinstance(headers, dict):
+        return False
+    folded = {str(k).lower(): str(v) for k, v in headers.items()}
+    length = folded.get("content-length", "0").strip()
+    return "transfer-encoding" in folded or not length.isdigit() or int(length) > 0
+
+
+def _split(uri: str) -> tuple[str, str]:
+    """(path, query) of a request URI as Go's server reads it (url.ParseRequestURI): a
+    leading "//" starts a path, not a host, and "#" is part of the path."""
+    path, _, query = uri.partition("?")
+    # normpath keeps a leading "//" (POSIX allows it a meaning); the router does not.
+    return posixpath.normpath("/" + urllib.parse.unquote(path).lstrip("/")), query
+
+
 def normalise(uri: str) -> tuple[str, dict[str, list[str]]]:
     """(path, query) the way Docker's router sees them: decoded, cleaned, unversioned."""
-    parts = urllib.parse.urlsplit(uri)
-    # normpath keeps a leading "//" (POSIX allows it a meaning); the router does not.
-    path = posixpath.normpath("/" + urllib.parse.unquote(parts.path).lstrip("/"))
-    path = _VERSION.sub("", path, count=1)
-    return path, urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+    path, query = _split(uri)
+    return _VERSION.sub("", path, count=1), urllib.parse.parse_qs(query, keep_blank_values=True)
 
 
 def _body(request: dict[str, Any], endpoint: str) -> Any:
@@ -227,9 +257,13 @@ def _body(request: dict[str, Any], endpoint: str) -> Any:
     return parse_json(raw)
 
 
+OLDEST_API = (1, 24)  # below it, dockerd still applies a HostConfig sent at container start
+
+
 def authorize(request: dict[str, Any], rules: Rules, tenant: Tenant, look: Lookups) -> Decision:
     try:
         method = str(request.get("RequestMethod", "")).upper()
+        _api_version(str(request.get("RequestUri", "")))
         path, query = normalise(str(request.get("RequestUri", "")))
         _check(method, path, query, request, rules, tenant, look)
     except Denied as denied:
@@ -409,36 +443,58 @@ def _container_update(request: dict[str, Any], _q: Any, rules: Rules, _t: Tenant
 
 def _container_start(request: dict[str, Any], _q: Any, rules: Rules, tenant: Tenant,
                      look: Lookups) -> None:  # fmt: skip
+    if _unseen_body(request):
+        raise Denied("a container start with a body the plugin cannot see is not allowed")
     if request.get("RequestBody") and _body(request, "container start") not in (None, _Pairs()):
         raise Denied("a host config at container start is not allowed")
     # Docker uses bind sources at start (it creates a missing -v source, as root): the
-    # container as stored is checked again, against the paths and the rules of now.
-    _stored_host_config(_stored(request, look), rules, tenant, look.resolve)
+    # container as stored is checked again, against the paths and the rules of now, with
+    # every mount it has (binds it inherits with --volumes-from included).
+    inspected = _inspected(request, look)
+    _stored_host_config(_host_of(inspected), rules, tenant, look.resolve)
+    for source in _bind_sources(inspected):
+        _bind_source(source, tenant, look.resolve)
 
 
 def _container_archive(request: dict[str, Any], _q: Any, _rules: Rules, _t: Tenant,
                        look: Lookups) -> None:  # fmt: skip
     """docker cp: the daemon mounts the container's binds itself, as root, following
-    whatever their sources have become; a container with binds has its files in the
-    user's own directories anyway."""
-    host = _stored(request, look)
-    binds = [entry for entry in texts(host.get("binds"), "Binds") if entry.startswith("/")]
-    mounts = [folded(m, "Mounts[]") for m in items(host.get("mounts"), "Mounts")]
-    if binds or any(text(m.get("type"), "Mount.Type") == "bind" for m in mounts):
+    whatever their sources have become, and writes what the archive holds (device nodes
+    too); a container with binds has its files in the user's own directories anyway."""
+    if _bind_sources(_inspected(request, look)):
         raise Denied("docker cp is not available for containers with bind mounts: copy "
                      "the files in your own directories instead")  # fmt: skip
 
 
-def _stored(request: dict[str, Any], look: Lookups) -> dict[str, Any]:
-    """The HostConfig the daemon holds for the container the request names, its keys
-    folded to lower case."""
+def _inspected(request: dict[str, Any], look: Lookups) -> dict[str, Any]:
+    """The daemon's inspect of the container the request names, keys folded."""
     path, _ = normalise(str(request.get("RequestUri", "")))
     name = path.split("/")[2]
     try:
         inspected = parse_json(look.container(name))
     except OSError as exc:
         raise Denied(f"cannot check container {name!r} ({exc})") from None
-    return folded(folded(inspected, "the container").get("hostconfig"), "HostConfig")
+    return folded(inspected, "the container")
+
+
+def _host_of(inspected: dict[str, Any]) -> dict[str, Any]:
+    return folded(inspected.get("hostconfig"), "HostConfig")
+
+
+def _bind_sources(inspected: dict[str, Any]) -> list[str]:
+    """Host paths the container binds: its own and those of --volumes-from (the daemon's
+    mount points), and its HostConfig's."""
+    host = _host_of(inspected)
+    sources = [e.split(":", 1)[0] for e in texts(host.get("binds"), "Binds") if e.startswith("/")]
+    for index, entry in enumerate(items(inspected.get("mounts"), "Mounts")):
+        point = folded(entry, f"Mounts[{index}]")
+        if text(point.get("type"), "Mount.Type") == "bind":
+            sources.append(text(point.get("source"), "Mount.Source"))
+    for index, entry in enumerate(items(host.get("mounts"), "HostConfig.Mounts")):
+        mount = folded(entry, f"HostConfig.Mounts[{index}]")
+        if text(mount.get("type"), "Mount.Type") == "bind":
+            sources.append(text(mount.get("source"), "Mount.Source"))
+    return sources
 
 
 def folded(value: Any, where: str) -> dict[str, Any]:
@@ -530,14 +586,14 @@ def _network_create(request: dict[str, Any], _q: Any, _rules: Rules, tenant: Ten
 
 
 def _build(_request: dict[str, Any], query: dict[str, list[str]], *_: Any) -> None:
-    network = query.get("networkmode", [""])[-1]
-    if network == "host":
+    # Every value: Go's FormValue takes the first of repeated keys, Python's parse the last.
+    if "host" in query.get("networkmode", []):
         raise Denied("builds with the host network (--network=host) are not allowed")
     if any(query.get("cgroupparent", [])):
         raise Denied("choosing the cgroup parent of a build is not allowed")
-    isolation = query.get("isolation", [""])[-1]
-    if isolation not in ("", "default"):
-        raise Denied(f"build isolation {isolation!r} is not allowed")
+    isolation = [value for value in query.get("isolation", []) if value not in ("", "default")]
+    if isolation:
+        raise Denied(f"build isolation {isolation[0]!r} is not allowed")
 
 
 def _p(pattern: str) -> re.Pattern[str]:

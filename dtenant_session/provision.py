@@ -74,12 +74,12 @@ def tenant_lock(user: str, timeout: float) -> Iterator[None]:
 def _directories(allocation: Allocation) -> None:
     t = allocation.tenant
     (t.state_dir / "REMOVED").unlink(missing_ok=True)  # provisioned again after a removal
-    # Container root must traverse to its data-root; no login account may go further
-    # than the shared parents: the tenant's own directories admit only its container
-    # root's group.
-    for directory in (paths.STATE_DIR, paths.TENANTS_DIR, paths.RUN_TENANTS_DIR):
-        os.makedirs(directory, mode=0o711, exist_ok=True)
-        os.chmod(directory, 0o711)  # noqa: S103 - traversal only, no listing
+    # Root's alone on the host: a process running as the tenant's container root (a
+    # set-user-ID file a container made in a bind) gets no further. The daemon sees its
+    # own directories in its namespace, below traversable parents (docker@.service).
+    for directory in (paths.STATE_DIR, paths.TENANTS_DIR, paths.RUN_DIR, paths.RUN_TENANTS_DIR):
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
     for own in (t.state_dir, t.data_root, t.run_dir):
         own.mkdir(mode=0o710, exist_ok=True)
         os.chown(own, 0, t.id_base, follow_symlinks=False)
@@ -90,7 +90,7 @@ def _directories(allocation: Allocation) -> None:
     os.chown(t.bundle_dir, t.id_base, t.id_base, follow_symlinks=False)
     os.chmod(t.bundle_dir, 0o700, follow_symlinks=False)
     verify.write_owner_stamp(t.user, t.uid)
-    # Root's alone from the start: the hook's `touch` at logout then only sets its mtime.
+    # Root's alone from the start (the reaper and the plugin only set its mtime).
     files.make_private(Path(paths.activity_path(t.user)), create=True)
 
 

@@ -61,6 +61,11 @@ def _tree(root: Path) -> dict[str, Path]:
     os.chown(files["suid"], OLD_START + 999, OWN)
     os.chmod(files["suid"], 0o4755)  # noqa: S103 - a set-user-ID file must keep its bit
     os.chown(files["link"], OWN, OWN, follow_symlinks=False)
+    files["linked"] = state / "linked"  # a set-user-ID file with a second name
+    files["linked"].write_text("x")
+    os.chown(files["linked"], OWN, OWN)
+    os.chmod(files["linked"], 0o4755)  # noqa: S103 - the bit must not come back
+    os.link(files["linked"], root / "outside")
     return files
 
 
@@ -103,6 +108,8 @@ def test_a_move_shifts_every_entry_keeps_bits_and_follows_no_link(tmp_path: Path
     assert os.lstat(moved["suid"]).st_uid == BLOCK + 1000
     assert os.lstat(moved["suid"]).st_mode & 0o7777 == 0o4755
     assert os.lstat(moved["link"]).st_uid == BLOCK
+    assert os.lstat(moved["linked"]).st_uid == BLOCK
+    assert os.lstat(moved["linked"]).st_mode & 0o7777 == 0o755
     assert os.stat("/etc/passwd") == passwd  # the link's target untouched
     assert not (tmp_path / idshift.MARKER).exists()
     assert idshift.state_dirs(str(tmp_path)) == [f"{BLOCK}.{BLOCK}"]

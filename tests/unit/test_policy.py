@@ -35,6 +35,9 @@ STORED: dict[str, dict[str, Any]] = {
                                         "MaskedPaths": ["/proc/kcore"], "Runtime": "runc"}},
     "plain": {"Id": "plain", "HostConfig": {"Binds": None, "Mounts": [
         {"Type": "volume", "Source": "v", "Target": "/v"}]}},
+    # --volumes-from a container with a bind: the bind is a mount point, not in HostConfig
+    "inherits": {"Id": "inherits", "HostConfig": {"VolumesFrom": ["abc"]}, "Mounts": [
+        {"Type": "bind", "Source": "/home/alice/etc-link", "Destination": "/x"}]},
 }  # fmt: skip
 
 
@@ -213,3 +216,32 @@ def test_docker_cp_is_denied_for_containers_with_binds_only(method: str) -> None
     allowed, message = decide(request(method, "/v1.41/containers/abc/archive?path=/d"))
     assert not allowed and "docker cp is not available" in message
     assert decide(request(method, "/v1.41/containers/plain/archive?path=/v"))[0]
+
+
+def test_binds_inherited_with_volumes_from_count_at_start_and_for_docker_cp() -> None:
+    allowed, message = decide(request("POST", "/v1.41/containers/inherits/start"))
+    assert not allowed and "really /etc" in message
+    allowed, message = decide(request("GET", "/v1.41/containers/inherits/archive?path=/x"))
+    assert not allowed and "docker cp is not available" in message
+
+
+@pytest.mark.parametrize("version", ["v1.23", "v1.12", "v1.0", "v1.2.3", "v0.9"])
+def test_api_versions_before_1_24_are_denied(version: str) -> None:
+    for req in (request("GET", f"/{version}/containers/json"),
+                request("POST", f"//{version}/containers/abc/start")):  # fmt: skip
+        allowed, message = decide(req)
+        assert not allowed and "1.24 or later" in message
+    assert decide(request("GET", "/v1.24/containers/json"))[0]
+    assert decide(request("GET", "/containers/json"))[0]
+
+
+def test_a_start_with_a_body_the_plugin_cannot_see_is_denied() -> None:
+    big = request("POST", "/v1.41/containers/abc/start")
+    big["RequestHeaders"]["Content-Length"] = str(2 << 20)
+    allowed, message = decide(big)
+    assert not allowed and "cannot see" in message
+
+
+def test_repeated_build_parameters_are_all_checked() -> None:
+    allowed, message = decide(request("POST", "/v1.41/build?networkmode=host&networkmode=default"))
+    assert not allowed and "--network=host" in message
