@@ -30,21 +30,24 @@ def _setuid_container_root_shell(lab: host.Lab, directory: str) -> str:
     return f"~/{directory}/sh -p -c"
 
 
-def test_the_user_never_runs_as_container_root_on_the_host(lab: host.Lab, alice: str) -> None:
+def test_running_as_container_root_on_the_host_reaches_nothing(lab: host.Lab, alice: str) -> None:
     """Container root writes a set-user-ID (and set-group-ID) file into a bind of alice's
-    home; alice runs it on the host and is `_dtenantN` there, with its group. Everything
-    Docker hands container root is then hers: the layer directories (a device node from
-    `docker import` opened from the host: /dev/kmsg written, a disk would be as easy), and
-    the fifo directory of every container (`init-stdout` planted as a symlink makes dockerd
-    read /etc/shadow into `docker logs`)."""
+    home; alice runs it on the host and is `_dtenantN` there, with its group. Found: then
+    everything Docker hands container root was hers: the layer directories (a device node
+    from `docker import` opened from the host: /dev/kmsg written, a disk would be as easy),
+    and the fifo directory of every container (`init-stdout` planted as a symlink makes
+    dockerd read /etc/shadow into `docker logs`). Now those directories lie below
+    directories that are root's alone on the host."""
     root = container_root(lab, "alice")
     shell = _setuid_container_root_shell(lab, "suid")
     try:
-        ids = lab.ssh("alice", f"{shell} 'id -u; id -g'", check=False).stdout.split()
-        assert str(root) not in ids, f"alice runs as container root {root} on the host: {ids}"
-        exec_root = f"/run/dtenant/tenants/alice.{root}.{root}"
-        reach = lab.ssh("alice", f"{shell} 'ls {exec_root}/'", check=False)
-        assert reach.returncode != 0, f"alice lists {exec_root}: {reach.stdout}"
+        ids = lab.ssh("alice", f"{shell} 'id -u'", check=False).stdout.split()
+        assert ids == [str(root)]  # the premise: she runs as container root (residual)
+        for place in (f"/run/dtenant/tenants/alice.{root}.{root}",
+                      f"/var/lib/dtenant/tenants/alice/docker/{root}.{root}/overlay2",
+                      "/run/dtenant/tenants/alice/exec"):  # fmt: skip
+            reach = lab.ssh("alice", f"{shell} 'ls {place}/'", check=False)
+            assert reach.returncode != 0, f"container root lists {place}: {reach.stdout}"
     finally:
         lab.ssh("alice", "rm -rf ~/suid", check=False)
 
