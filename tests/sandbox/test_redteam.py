@@ -92,10 +92,16 @@ head = (f"POST /v1.23/containers/{sys.argv[1]}/start HTTP/1.1\r\nHost: docker\r\
         f"Content-Length: {len(body)}\r\n\r\n").encode()
 with socket.socket(socket.AF_UNIX) as connection:
     connection.connect(f"/run/docker-{os.environ['USER']}.sock")
-    connection.sendall(head + body)
+    try:
+        connection.sendall(head + body)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused before the body was read: the answer is still there to read
     reply = b""
-    while chunk := connection.recv(65536):
-        reply += chunk
+    try:
+        while chunk := connection.recv(65536):
+            reply += chunk
+    except ConnectionResetError:
+        pass
 print(reply.split(b"\r\n", 1)[0].decode())
 """
 
