@@ -205,7 +205,8 @@ def _refresh_sizes(allocations: list[Allocation]) -> None:
     each within its budget. Whatever one tenant stored, the others are measured and its
     own size is shown as a lower bound or as unknown, with the reason."""
     deadline = time.monotonic() + SIZES_SECONDS
-    for allocation in [a for a in allocations if status.size_is_stale(a)][:SIZES_PER_PASS]:
+    stale = sorted((a for a in allocations if status.size_is_stale(a)), key=status.measured_at)
+    for allocation in stale[:SIZES_PER_PASS]:  # the longest unmeasured first: none starves
         left = deadline - time.monotonic()
         if left <= 0:
             break

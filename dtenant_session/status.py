@@ -75,11 +75,18 @@ def measure_size(allocation: Allocation, limits: treewalk.Limits = treewalk.DEFA
     return size
 
 
-def size_is_stale(allocation: Allocation) -> bool:
+def measured_at(allocation: Allocation) -> float:
+    """When the data-root was last measured (0: never)."""
     try:
         record = json.loads((allocation.tenant.state_dir / SIZE_FILE).read_text())
-        measured = float(record["measured"])
+        return float(record["measured"])
     except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+def size_is_stale(allocation: Allocation) -> bool:
+    measured = measured_at(allocation)
+    if not measured:
         return True
     last_use = activity.last(allocation.user) or 0.0
     return time.time() - measured > SIZE_EVERY and last_use > measured
