@@ -193,6 +193,9 @@ def _refusal(lab: host.Lab, user: str) -> str:
 
 
 def _reset(lab: host.Lab, user: str) -> None:
+    """As the administrator puts a refused tenant right: the explainer that holds the
+    socket meanwhile gives it back."""
+    lab.run(["systemctl", "stop", f"dtenant-daemon-failed@{user}.service"], check=False)
     lab.run(["systemctl", "reset-failed", f"docker@{user}.service", f"docker@{user}.socket"],
             check=False)  # fmt: skip
     lab.run(["systemctl", "start", f"docker@{user}.socket"])
