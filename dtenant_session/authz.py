@@ -89,6 +89,52 @@ def tenant_policy(user: str) -> Policy:
     return decide
 
 
+CONFIG_CHECK_EVERY = 1.0  # seconds between two looks at the configuration's files
+
+
+def configuration_stamp() -> tuple[tuple[str, int, int], ...]:
+    """The configuration's files with their inodes and change times: when this changes,
+    the administrator changed the policy."""
+    from dtenant_session import paths
+
+    try:
+        names = sorted(n for n in os.listdir(paths.CONFIG_DROPINS) if n.endswith(".toml"))
+    except OSError:
+        names = []
+    found = []
+    for path in (paths.CONFIG_FILE, paths.CONFIG_DROPINS,
+                 *(f"{paths.CONFIG_DROPINS}/{name}" for name in names)):  # fmt: skip
+        try:
+            st = os.stat(path, follow_symlinks=False)
+            found.append((path, st.st_ino, st.st_mtime_ns))
+        except OSError:
+            found.append((path, 0, 0))
+    return tuple(found)
+
+
+class ReloadingPolicy:
+    """The tenant's policy, built again when the configuration changes (looked at once a
+    second at most): a change of policy reaches a running plugin at once."""
+
+    def __init__(self, user: str) -> None:
+        self.user = user
+        self._lock = threading.Lock()
+        self._stamp = configuration_stamp()
+        self._policy = tenant_policy(user)
+        self._checked = time.monotonic()
+
+    def __call__(self, request: dict[str, Any]) -> Decision:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked > CONFIG_CHECK_EVERY:
+                self._checked = now
+                stamp = configuration_stamp()
+                if stamp != self._stamp:
+                    self._stamp, self._policy = stamp, tenant_policy(self.user)
+            policy = self._policy
+        return policy(request)
+
+
 def inspect(user: str, container: str, timeout: float = 10.0) -> bytes:
     """The daemon's inspect of one of its containers, asked on the tenant's own socket
     (as the reaper asks: not counted as the user's activity)."""
@@ -239,7 +285,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: authz USER", file=sys.stderr)
         return 2
-    serve(argv[0], tenant_policy(argv[0]))
+    serve(argv[0], ReloadingPolicy(argv[0]))
     return 0
 
 

@@ -47,10 +47,6 @@ def apply(config: Config) -> list[str]:
     if reload:
         systemd.run(lambda bus: bus.reload_daemon())
     steps += _upgrade_tenants(config, allocations)
-    # Running plugins hold the policy they started with: they take this one now.
-    command.run([command.which("systemctl"), "try-restart", "dtenant-authz@*.service"],
-                timeout=120)  # fmt: skip
-    steps.append("authorization plugins restarted with this policy")
     forgotten = stamp.clear_all()
     steps.append(f"{forgotten} tenants will converge to this configuration at their next login")
     return steps
