@@ -69,9 +69,9 @@ def report(login: dict[str, Any], scale: dict[str, Any]) -> list[str]:
          f"within 10%: {verdict(login['warm_over_system_percent'] <= 10)}"),
         ("memory, idle tenant", f"{login['idle_tenant_processes']} processes, 0 MiB",
          "no daemon process"),
-        ("memory, active tenant (dockerd + plugin)",
+        ("memory, active tenant (dockerd with its own containerd + plugin)",
          f"{login['active_tenant_rss_mib']} MiB ({login['active_dockerd_rss_mib']} + "
-         f"{login['active_plugin_rss_mib']})", "containerd shared"),
+         f"{login['active_plugin_rss_mib']})", "0.1: 88.1 MiB, containerd shared"),
         ("memory, always-on dockerd + containerd per user",
          f"{login['always_on_per_user_rss_mib']} MiB", "the original write-up"),
         (f"hook hot path at {first['tenants']} / {last['tenants']} tenants",
