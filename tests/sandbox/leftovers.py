@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,26 +60,44 @@ def _userland_processes(ignored_namespaces: set[str]) -> frozenset[tuple[int, st
     return frozenset(found)
 
 
+MAX_DEPTH = 64  # below that, what anyone leaves shows in its top directories already
+
+
 def _files() -> frozenset[tuple[str, int, int, int]]:
-    found = set()
+    found: set[tuple[str, int, int, int]] = set()
     for top in FILE_TREES:
-        for directory, subdirs, names in os.walk(top):
-            subdirs[:] = [d for d in subdirs if os.path.join(directory, d) not in SKIPPED]
-            for name in (*subdirs, *names):
-                path = os.path.join(directory, name)
-                try:
-                    st = os.lstat(path)
-                except OSError:
-                    continue
-                found.add((path, st.st_mode, st.st_size, st.st_mtime_ns))
+        found |= _tree(top)
     return frozenset(found)
+
+
+def _tree(top: str) -> set[tuple[str, int, int, int]]:
+    """Every entry below top, iteratively (os.walk recurses: a deep tree that other work
+    on this machine leaves in /tmp must not end the test)."""
+    found = set()
+    pending = [(top, 0)]
+    while pending:
+        directory, depth = pending.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            found.add((entry.path, st.st_mode, st.st_size, st.st_mtime_ns))
+            descend = entry.is_dir(follow_symlinks=False) and entry.path not in SKIPPED
+            if descend and depth < MAX_DEPTH:
+                pending.append((entry.path, depth + 1))
+    return found
 
 
 def _cgroups() -> frozenset[str]:
     found = set()
     for cgroup in mountinfo.cgroup_mounts(mountinfo.read()):
-        for directory, _subdirs, _names in os.walk(cgroup.mount_point):
-            found.add(directory)
+        found |= {path for path, mode, _, _ in _tree(cgroup.mount_point) if stat.S_ISDIR(mode)}
+        found.add(cgroup.mount_point)
     return frozenset(found)
 
 
