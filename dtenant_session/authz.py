@@ -64,6 +64,18 @@ def resolve(path: str) -> str:
 
 def tenant_policy(user: str) -> Policy:
     """The configured policy for user; a policy that cannot be built denies everything."""
+    try:
+        return build_policy(user)
+    except PolicyUnavailable as exc:
+        return deny_all(f"the policy of {user} cannot be loaded ({exc}); ask the administrator")
+
+
+class PolicyUnavailable(Exception):
+    pass
+
+
+def build_policy(user: str) -> Policy:
+    """The configured policy for user, or PolicyUnavailable saying why not."""
     import pwd
 
     from dtenant_session import config, paths, policy
@@ -75,7 +87,7 @@ def tenant_policy(user: str) -> Policy:
         with open(f"{paths.TENANTS_DIR}/{user}/daemon.json") as stream:
             pool = json.load(stream)["default-address-pools"][0]["base"]
     except (DtenantError, OSError, KeyError, IndexError, ValueError) as exc:
-        return deny_all(f"the policy of {user} cannot be loaded ({exc}); ask the administrator")
+        raise PolicyUnavailable(str(exc)) from None
     roots = tuple(
         resolve(root.replace("{home}", home).replace("{user}", user))
         for root in settings.policy.bind_roots
@@ -114,7 +126,9 @@ def configuration_stamp() -> tuple[tuple[str, int, int], ...]:
 
 class ReloadingPolicy:
     """The tenant's policy, built again when the configuration changes (looked at once a
-    second at most): a change of policy reaches a running plugin at once."""
+    second at most): a change of policy reaches a running plugin at once. A change that
+    cannot be built (a typo, a file only root may write) keeps the policy in force: the
+    administrator's last valid one, never none; the journal says why."""
 
     def __init__(self, user: str) -> None:
         self.user = user
@@ -123,6 +137,16 @@ class ReloadingPolicy:
         self._policy = tenant_policy(user)
         self._checked = time.monotonic()
 
+    def _rebuild(self) -> None:
+        try:
+            self._policy = build_policy(self.user)
+        except PolicyUnavailable as exc:
+            from dtenant_session import log
+
+            reason = f"the new configuration cannot be used ({exc})"
+            log.log(f"authorization plugin keeps its policy: {reason}",
+                    priority=log.WARNING, user=self.user, step="authz")  # fmt: skip
+
     def __call__(self, request: dict[str, Any]) -> Decision:
         with self._lock:
             now = time.monotonic()
@@ -130,7 +154,8 @@ class ReloadingPolicy:
                 self._checked = now
                 stamp = configuration_stamp()
                 if stamp != self._stamp:
-                    self._stamp, self._policy = stamp, tenant_policy(self.user)
+                    self._stamp = stamp
+                    self._rebuild()
             policy = self._policy
         return policy(request)
 
