@@ -27,10 +27,10 @@ from collections.abc import Callable
 from typing import Any
 
 from dtenant_session import activity
+from dtenant_session.dockerapi import REAPER_AGENT
 
 IDLE_EXIT = 600.0  # seconds without a request before the plugin exits
 ACTIVITY_EVERY = 5.0  # touch the activity file at most this often
-REAPER_AGENT = "dtenant-reaper"
 SD_LISTEN_FDS_START = 3
 MAX_LINE = 65536
 MAX_BODY = 8 << 20  # Docker sends at most 1 MiB of body, base64-encoded, plus headers
@@ -160,33 +160,14 @@ class ReloadingPolicy:
         return policy(request)
 
 
-def inspect(user: str, container: str, timeout: float = 10.0) -> bytes:
-    """The daemon's inspect of one of its containers, asked on the tenant's own socket
-    (as the reaper asks: not counted as the user's activity)."""
-    import http.client
+def inspect(user: str, container: str) -> bytes:
+    """The daemon's inspect of one of its containers (not the user's activity)."""
     import urllib.parse
 
-    from dtenant_session import paths
+    from dtenant_session import dockerapi
 
-    class UnixConnection(http.client.HTTPConnection):
-        def connect(self) -> None:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.settimeout(timeout)
-            self.sock.connect(paths.socket_path(user))
-
-    connection = UnixConnection("localhost", timeout=timeout)
-    try:
-        connection.request("GET", f"/containers/{urllib.parse.quote(container, safe='')}/json",
-                           headers={"User-Agent": f"{REAPER_AGENT}/authz"})  # fmt: skip
-        reply = connection.getresponse()
-        body = reply.read(MAX_BODY)
-    except (OSError, http.client.HTTPException) as exc:
-        raise OSError(f"the daemon did not answer: {exc}") from None
-    finally:
-        connection.close()
-    if reply.status != 200:
-        raise OSError(f"the daemon answered {reply.status}")
-    return body
+    quoted = urllib.parse.quote(container, safe="")
+    return dockerapi.get(user, f"/containers/{quoted}/json", agent=f"{REAPER_AGENT}/authz")
 
 
 class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dtenant_session import (
     command,
+    dockerapi,
     files,
     log,
     mountinfo,
@@ -64,12 +65,28 @@ def stop_daemon(allocation: Allocation, config: Config, *, with_containers: bool
                 # A signal, not ReloadUnit: the unit file may have changed under the
                 # running daemon (a package upgrade), and its ExecReload= could not start.
                 await bus.signal_main(t.service_unit, signal.SIGHUP)
-                await asyncio.sleep(1.0)  # dockerd reloads its file asynchronously
+                await _live_restore_off(t.user)
             await bus.stop(t.service_unit)
 
         systemd.run(reload_and_stop, timeout=300)
     finally:
         files.write_if_changed(t.daemon_json, original, mode=files.PRIVATE)
+
+
+async def _live_restore_off(user: str, timeout: float = 20.0) -> None:
+    """Wait until the daemon has reloaded its file (it does so asynchronously): stopped
+    before, it would leave its containers running."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            info = json.loads(await asyncio.to_thread(dockerapi.get, user, "/info", timeout=5))
+            if info.get("LiveRestoreEnabled") is False:
+                return
+        except (OSError, ValueError):
+            pass
+        await asyncio.sleep(0.2)
+    log.log("the daemon did not turn live-restore off in time; stopping it anyway",
+            priority=log.WARNING, user=user, step="stop")  # fmt: skip
 
 
 def _release_units(t: Tenant) -> None:
