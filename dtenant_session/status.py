@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from dtenant_session import activity, files, log, systemd, treewalk
-from dtenant_session.authz import REAPER_AGENT
+from dtenant_session.dockerapi import REAPER_AGENT
 from dtenant_session.registry import Allocation, Registry
 
 SIZE_EVERY = 3600.0
