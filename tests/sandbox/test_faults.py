@@ -90,14 +90,17 @@ def test_the_hosts_containerd_stopped(lab: host.Lab) -> None:
     user = new_user(lab)
     login(lab, user)
     load_image(lab, user)
+    system = lab.run(["systemctl", "is-active", "docker.service"], check=False).stdout.strip()
     lab.run(["systemctl", "stop", f"docker@{user}.service", "containerd.service"])
     try:
         # A tenant's daemon runs a containerd of its own: the host's is not needed.
         assert lab.ssh(user, f"docker run --rm {IMAGE} echo up").stdout.strip() == "up"
         state = lab.run(["systemctl", "is-active", "containerd"], check=False).stdout.strip()
         assert state == "inactive"
-    finally:
+    finally:  # the host as it was: its containerd, and the system daemon bound to it
         lab.run(["systemctl", "start", "containerd.service"])
+        if system == "active":
+            lab.run(["systemctl", "restart", "docker.service"])
 
 
 def test_registry_locked_longer_than_the_time_limit(lab: host.Lab) -> None:
