@@ -177,6 +177,60 @@ class Move:
         return cls(**content)
 
 
+CONTAINER_PATHS = ("ResolvConfPath", "HostnamePath", "HostsPath", "LogPath")
+
+
+def retarget(state: str, old: str, new: str) -> int:
+    """Docker keeps absolute paths into its state directory in each container's
+    config.v2.json (volume sources, hosts and log files): point them at the new name.
+    Idempotent; returns how many files changed."""
+    changed = 0
+    containers = os.path.join(state, "containers")
+    try:
+        names = os.listdir(containers)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        path = os.path.join(containers, name, "config.v2.json")
+        try:
+            with open(path, "rb") as stream:
+                config = json.loads(stream.read())
+        except (OSError, ValueError):
+            continue  # not a container Docker could load either
+        if _retarget_config(config, old, new):
+            _write_json(path, config)
+            changed += 1
+    return changed
+
+
+def _retarget_config(config: dict[str, object], old: str, new: str) -> bool:
+    def moved(value: object) -> object:
+        if isinstance(value, str) and (value == old or value.startswith(old + "/")):
+            return new + value[len(old) :]
+        return value
+
+    before = json.dumps(config, sort_keys=True)
+    for key in CONTAINER_PATHS:
+        if key in config:
+            config[key] = moved(config[key])
+    points = config.get("MountPoints")
+    if isinstance(points, dict):
+        for point in points.values():
+            if isinstance(point, dict) and "Source" in point:
+                point["Source"] = moved(point["Source"])
+    return json.dumps(config, sort_keys=True) != before
+
+
+def _write_json(path: str, content: object) -> None:
+    temporary = f"{path}.dtenant-tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as stream:
+        json.dump(content, stream)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(temporary, path)
+
+
 def run(data_root: str, move: Move) -> None:
     """Carry out (or resume) a recorded move; the state directory ends up as
     `block.block`, where Docker looks for it under the new map."""
@@ -184,6 +238,7 @@ def run(data_root: str, move: Move) -> None:
     source = os.path.join(data_root, move.source)
     target = os.path.join(data_root, f"{move.block}.{move.block}")
     if not os.path.lexists(source) and os.path.isdir(target):  # renamed, then interrupted
+        retarget(target, source, target)
         os.unlink(os.path.join(data_root, MARKER))
         return
     if not move.done_a:
@@ -192,6 +247,7 @@ def run(data_root: str, move: Move) -> None:
         move.done_a = True
         move.save(data_root)
     chown_tree(source, pass_b(move.block, move.own_uid), pass_b(move.block, move.own_gid))
+    retarget(source, source, target)
     os.rename(source, target)
     os.unlink(os.path.join(data_root, MARKER))
 

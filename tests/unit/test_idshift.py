@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import struct
 from collections.abc import Iterator
@@ -133,3 +134,23 @@ def test_an_interrupted_move_resumes_without_moving_twice(tmp_path: Path) -> Non
     os.close(fd)
     assert os.lstat(Path(str(files["root"]).replace(f"{OWN}.{OWN}", f"{BLOCK}.{BLOCK}"))
                     ).st_uid == BLOCK  # fmt: skip
+
+
+def test_container_paths_into_the_state_directory_follow_it(tmp_path: Path) -> None:
+    old, new = str(tmp_path / "1001.1001"), str(tmp_path / f"{BLOCK}.{BLOCK}")
+    container = tmp_path / "1001.1001" / "containers" / "abc"
+    container.mkdir(parents=True)
+    config = {
+        "HostsPath": f"{old}/containers/abc/hosts", "LogPath": f"{old}/containers/abc/abc.log",
+        "MountPoints": {"/v": {"Source": f"{old}/volumes/data/_data", "Name": "data"},
+                        "/w": {"Source": "/home/alice/w"}},
+        "Config": {"Labels": {"note": f"{old}/x"}},  # the tenant's own text: untouched
+    }  # fmt: skip
+    (container / "config.v2.json").write_text(json.dumps(config))
+    assert idshift.retarget(str(tmp_path / "1001.1001"), old, new) == 1
+    moved = json.loads((container / "config.v2.json").read_text())
+    assert moved["HostsPath"] == f"{new}/containers/abc/hosts"
+    assert moved["MountPoints"]["/v"]["Source"] == f"{new}/volumes/data/_data"
+    assert moved["MountPoints"]["/w"]["Source"] == "/home/alice/w"
+    assert moved["Config"]["Labels"]["note"] == f"{old}/x"
+    assert idshift.retarget(str(tmp_path / "1001.1001"), old, new) == 0
