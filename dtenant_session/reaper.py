@@ -205,8 +205,13 @@ def _refresh_sizes(allocations: list[Allocation]) -> None:
     each within its budget. Whatever one tenant stored, the others are measured and its
     own size is shown as a lower bound or as unknown, with the reason."""
     deadline = time.monotonic() + SIZES_SECONDS
-    stale = sorted((a for a in allocations if status.size_is_stale(a)), key=status.measured_at)
-    for allocation in stale[:SIZES_PER_PASS]:  # the longest unmeasured first: none starves
+
+    def urgency(allocation: Allocation) -> tuple[float, float]:
+        # The longest unmeasured first, among those the most recently used: none starves.
+        return status.measured_at(allocation), -(activity.last(allocation.user) or 0.0)
+
+    stale = sorted((a for a in allocations if status.size_is_stale(a)), key=urgency)
+    for allocation in stale[:SIZES_PER_PASS]:
         left = deadline - time.monotonic()
         if left <= 0:
             break

@@ -82,13 +82,14 @@ def _tree(top: str) -> set[tuple[str, int, int, int]]:
         except OSError:
             continue
         for entry in entries:
+            if entry.path in SKIPPED:
+                continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
             found.add((entry.path, st.st_mode, st.st_size, st.st_mtime_ns))
-            descend = entry.is_dir(follow_symlinks=False) and entry.path not in SKIPPED
-            if descend and depth < MAX_DEPTH:
+            if entry.is_dir(follow_symlinks=False) and depth < MAX_DEPTH:
                 pending.append((entry.path, depth + 1))
     return found
 
