@@ -51,8 +51,10 @@ def daemon_config(allocation: Allocation, config: Config) -> dict[str, Any]:
         ],
         # No "containerd": the host's is hidden from the daemon (docker@.service), so it
         # runs one of its own, in its own mount namespace and in the tenant's slice; its
-        # shims and containers stop with the daemon, hence no live-restore.
-        "live-restore": False,
+        # containers stop with the daemon (docker@.service's ExecStop=, daemonstop.py).
+        # live-restore stays on all the same: off, dockerd deletes the host's docker0 at
+        # every start after the first.
+        "live-restore": True,
         # Container root is the tenant's own system account, never a person (subid.py).
         "userns-remap": f"{tenant.root_account}:{tenant.root_account}",
         # The daemon and every container of the tenant in the tenant's own slice, whose

@@ -103,6 +103,17 @@ def test_the_hosts_containerd_stopped(lab: host.Lab) -> None:
             lab.run(["systemctl", "restart", "docker.service"])
 
 
+def test_a_tenant_daemon_restart_leaves_the_hosts_docker0_alone(lab: host.Lab) -> None:
+    user = new_user(lab)
+    login(lab, user)
+    load_image(lab, user)
+    lab.run(["systemctl", "start", "docker.service"])
+    assert lab.run(["ip", "link", "show", "docker0"], check=False).returncode == 0
+    for _ in range(2):  # dockerd deletes docker0 at a restart when live-restore is off
+        lab.run(["systemctl", "restart", f"docker@{user}.service"])
+    assert lab.run(["ip", "link", "show", "docker0"], check=False).returncode == 0
+
+
 def test_registry_locked_longer_than_the_time_limit(lab: host.Lab) -> None:
     user = new_user(lab)
     journal = Journal(lab)

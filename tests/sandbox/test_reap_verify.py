@@ -141,7 +141,7 @@ def test_stop_running_after_stops_containers_and_honours_restart_policies(
         running = lab.ssh(idler, "docker ps --format '{{.Names}}'").stdout.split()
         assert running == ["always"]
         settings = json.loads(lab.run(["cat", "/var/lib/dtenant/tenants/idler/daemon.json"]).stdout)
-        assert settings["live-restore"] is False  # as provisioning wrote it
+        assert settings["live-restore"] is True  # as provisioning wrote it
     finally:
         lab.ssh(idler, "docker rm -f always once", check=False)
 

@@ -33,7 +33,7 @@ def test_daemon_json_isolates_every_per_daemon_resource() -> None:
     assert daemon["iptables"] is False
     assert daemon["default-address-pools"] == [{"base": "10.128.32.0/20", "size": 24}]
     assert "containerd" not in daemon  # its own, in its own mount namespace
-    assert daemon["live-restore"] is False
+    assert daemon["live-restore"] is True  # off, dockerd would delete the host's docker0
     assert daemon["deprecated-key-path"] == "/var/lib/dtenant/tenants/alice/key.json"
     assert "hosts" not in daemon  # -H fd:// comes from the unit
     # Container root is the tenant's own account (block 28674), never the user.
@@ -107,3 +107,13 @@ def test_unit_dropins_use_numbers_and_refuse_paths_systemd_would_misread() -> No
     for bad in ("/home/a b", "/home/a:b", "/home/%i", '/home/"a"', "relative"):
         with pytest.raises(DtenantError, match="cannot be handed to systemd"):
             render.service_dropin(ALICE, [bad])
+
+
+def test_orphan_scopes_are_the_container_scopes_of_the_slice(tmp_path: Path) -> None:
+    from dtenant_session import daemonstop
+
+    group = tmp_path / "systemd" / "dtenant.slice" / "dtenant-alice.slice"
+    for name in ("docker-abc.scope", "docker-def.scope", "docker@alice.service", "other"):
+        (group / name).mkdir(parents=True)
+    found = daemonstop.orphan_scopes("/dtenant.slice/dtenant-alice.slice", str(tmp_path))
+    assert found == ["docker-abc.scope", "docker-def.scope"]

@@ -1,0 +1,103 @@
+"""How a tenant's daemon stops: with its containers, as a host shutdown stops them.
+
+The daemon runs with live-restore on: dockerd 20.10 deletes the host's `docker0` at every
+start after the first when default-address-pools are set and live-restore is off
+(initNetworkController: "Clear stale bridge network"), which would cut the system
+daemon's containers off each time a tenant's daemon comes back. But its containers run
+under its own containerd, in its mount namespace, which stop with it: so docker@.service
+turns live-restore off just before the stop (ExecStop=: its daemon.json changed for the
+moment, SIGHUP, until /info says so), and dockerd stops the containers itself, restart
+policies apply at the next start. After a crash, containers whose shim died with the
+unit are stopped too (ExecStopPost=), so that the next start restarts them cleanly
+instead of beside orphans. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from dtenant_session import dockerapi, paths
+
+WAIT = 20.0  # seconds for dockerd to reload its file
+
+
+def live_restore_off(user: str, main_pid: int) -> str:
+    """Turn the running daemon's live-restore off; what happened, for the journal."""
+    path = f"{paths.TENANTS_DIR}/{user}/daemon.json"
+    with open(path, "rb") as stream:
+        original = stream.read()
+    settings = json.loads(original)
+    if not settings.get("live-restore"):
+        return "live-restore already off"
+    _write(path, json.dumps({**settings, "live-restore": False}, indent=2, sort_keys=True))
+    try:
+        os.kill(main_pid, signal.SIGHUP)
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            try:
+                if (
+                    json.loads(dockerapi.get(user, "/info", timeout=5)).get("LiveRestoreEnabled")
+                    is False
+                ):
+                    return "live-restore off: the daemon stops its containers"
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        return "the daemon did not turn live-restore off in time"
+    finally:
+        _write(path, original.decode())
+
+
+def _write(path: str, content: str) -> None:
+    temporary = f"{path}.dtenant-stop"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as stream:
+        stream.write(content)
+    os.replace(temporary, path)
+
+
+def orphan_scopes(slice_group: str, root: str = "/sys/fs/cgroup") -> list[str]:
+    """Container scopes left in the tenant's slice (their daemon is gone)."""
+    for hierarchy in (f"{root}/systemd", f"{root}/unified", root):
+        directory = f"{hierarchy}{slice_group}"
+        if os.path.isdir(directory):
+            return sorted(n for n in os.listdir(directory)
+                          if n.startswith("docker-") and n.endswith(".scope"))  # fmt: skip
+    return []
+
+
+def _systemctl(*args: str) -> str:
+    return subprocess.run(["/usr/bin/systemctl", *args], capture_output=True, text=True,
+                          timeout=60, check=False).stdout.strip()  # fmt: skip
+
+
+def main(argv: list[str]) -> int:
+    """stop-daemon USER MAINPID (ExecStop=), or stop-daemon --orphans USER (ExecStopPost=)."""
+    try:
+        if len(argv) == 2 and argv[0] == "--orphans":
+            instance_slice = f"dtenant-{_escape(argv[1])}.slice"
+            group = _systemctl("show", "-p", "ControlGroup", "--value", instance_slice)
+            scopes = orphan_scopes(group) if group else []
+            for scope in scopes:
+                _systemctl("stop", scope)
+            print(f"dtenant: stopped {len(scopes)} container(s) left without their daemon")
+            return 0
+        if len(argv) == 2 and argv[1].isdigit():
+            print(f"dtenant: {live_restore_off(argv[0], int(argv[1]))}")
+            return 0
+    except Exception as exc:  # noqa: BLE001 - a stop must go on whatever happens here
+        print(f"dtenant: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 0
+    print("usage: stop-daemon USER MAINPID | stop-daemon --orphans USER", file=sys.stderr)
+    return 0
+
+
+def _escape(user: str) -> str:
+    from dtenant_session.tenant import unit_instance
+
+    return unit_instance(user)
