@@ -9,10 +9,13 @@ no lastlog entry (a uid near 2^31 would make lastlog a huge sparse file).
 
 from __future__ import annotations
 
+import fcntl
 import grp
+import os
 import pwd
+import time
 
-from dtenant_session import command
+from dtenant_session import command, paths
 from dtenant_session.errors import DtenantError
 from dtenant_session.tenant import Tenant
 
@@ -69,23 +72,44 @@ def exists(t: Tenant) -> bool:
     return uid_of(t.root_account) == t.id_base
 
 
+ACCOUNTS_LOCK = f"{paths.LOCKS_DIR}/accounts.lock"
+TRIES = 20  # shadow's tools do not wait for each other's lock: try again a little later
+
+
 def ensure(t: Tenant) -> bool:
-    """Create the account (and its group) unless it is there; True when created."""
-    clash = problems(t)
-    if clash:
-        raise AccountError(f"tenant {t.user}: container-root account: {'; '.join(clash)}")
-    if exists(t):
+    """Create the account (and its group) unless it is there; True when created. One at
+    a time (concurrent first logins), and again when another tool holds shadow's lock."""
+    if exists(t) and not problems(t):
         return False
-    name, ident = t.root_account, str(t.id_base)
-    if gid_of(name) is None:
-        command.run([command.which("groupadd"), "--system", "--gid", ident, name], timeout=30)
-    command.run(
-        [command.which("useradd"), "--system", "--no-log-init", "--uid", ident, "--gid", ident,
-         "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
-         "--comment", "dtenant container root", name],
-        timeout=30,
-    )  # fmt: skip
-    return True
+    os.makedirs(paths.LOCKS_DIR, mode=0o700, exist_ok=True)
+    fd = os.open(ACCOUNTS_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        clash = problems(t)
+        if clash:
+            raise AccountError(f"tenant {t.user}: container-root account: {'; '.join(clash)}")
+        if exists(t):
+            return False
+        name, ident = t.root_account, str(t.id_base)
+        if gid_of(name) is None:
+            _shadow([command.which("groupadd"), "--system", "--gid", ident, name])
+        _shadow([command.which("useradd"), "--system", "--no-log-init", "--uid", ident,
+                 "--gid", ident, "--no-create-home", "--home-dir", "/nonexistent",
+                 "--shell", "/usr/sbin/nologin", "--comment", "dtenant container root",
+                 name])  # fmt: skip
+        return True
+    finally:
+        os.close(fd)
+
+
+def _shadow(argv: list[str]) -> None:
+    for attempt in range(TRIES):
+        result = command.run(argv, timeout=30, check=False)
+        if result.returncode == 0:
+            return
+        if "lock" not in result.stderr or attempt == TRIES - 1:
+            raise AccountError(f"{' '.join(argv)}: {result.stderr.strip() or result.returncode}")
+        time.sleep(0.1)
 
 
 def remove(t: Tenant) -> None:
