@@ -69,8 +69,11 @@ def run_demo(lab: host.Lab, how: str) -> None:
     say("a rootful daemon, yet no way to root: the policy and user namespaces")
     as_user(lab, "alice", f"docker run --rm --privileged {testimage.IMAGE} true")
     as_user(lab, "alice", f"docker run --rm -v /:/host {testimage.IMAGE} true")
+    say("container root is an account nobody logs in as; run as yourself to share files")
     touch = f"docker run --rm -v $HOME:/home {testimage.IMAGE} touch /home/made-by-root"
-    as_user(lab, "alice", f"{touch} && ls -l ~/made-by-root")
+    mine = (f'docker run --rm --user "$(id -u):$(id -g)" -v $HOME:/home {testimage.IMAGE} '
+            "touch /home/made-by-alice")  # fmt: skip
+    as_user(lab, "alice", f"{touch} && {mine} && ls -l ~/made-by-root ~/made-by-alice")
 
     say("what the administrator sees: dtenant status")
     show(lab.run(["dtenant", "status"]).stdout)
