@@ -14,6 +14,8 @@ import grp
 import os
 import pwd
 import time
+from collections.abc import Callable
+from typing import Any, cast
 
 from dtenant_session import command, paths
 from dtenant_session.errors import DtenantError
@@ -40,32 +42,28 @@ def problems(t: Tenant) -> list[str]:
     return found
 
 
-def uid_of(name: str) -> int | None:
+def _entry(lookup: Callable[[Any], Any], key: object, field: str) -> Any:
+    """A field of the passwd or group entry `lookup` finds for key; None when none."""
     try:
-        return pwd.getpwnam(name).pw_uid
+        return getattr(lookup(key), field)
     except KeyError:
         return None
+
+
+def uid_of(name: str) -> int | None:
+    return cast("int | None", _entry(pwd.getpwnam, name, "pw_uid"))
 
 
 def gid_of(name: str) -> int | None:
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        return None
+    return cast("int | None", _entry(grp.getgrnam, name, "gr_gid"))
 
 
 def user_named(uid: int) -> str | None:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return None
+    return cast("str | None", _entry(pwd.getpwuid, uid, "pw_name"))
 
 
 def group_named(gid: int) -> str | None:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return None
+    return cast("str | None", _entry(grp.getgrgid, gid, "gr_name"))
 
 
 def exists(t: Tenant) -> bool:

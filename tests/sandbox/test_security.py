@@ -360,6 +360,17 @@ def test_a_start_checks_the_binds_as_they_are_now(lab: host.Lab, alice: str) -> 
         lab.ssh("alice", "docker rm -f st; rm -f ~/st", check=False)
 
 
+def test_a_mount_source_swapped_after_create_is_checked_at_start(lab: host.Lab, alice: str) -> None:
+    # --mount (HostConfig.Mounts), not -v: the start check covers both.
+    lab.ssh("alice", "rm -rf ~/mt; mkdir ~/mt; docker rm -f mt >/dev/null 2>&1; "
+            f"docker create --name mt --mount type=bind,src=$HOME/mt,dst=/x {IMAGE} true "
+            ">/dev/null; rm -rf ~/mt; ln -s /etc ~/mt")  # fmt: skip
+    try:
+        _denied(lab, "docker start mt", "really /etc")
+    finally:
+        lab.ssh("alice", "docker rm -f mt; rm -f ~/mt", check=False)
+
+
 def test_a_policy_change_reaches_containers_made_before(lab: host.Lab, alice: str) -> None:
     lab.ssh("alice", f"mkdir -p ~/data; docker rm -f old >/dev/null 2>&1; "
             f"docker create --name old -v ~/data:/d {IMAGE} true")  # fmt: skip
