@@ -108,11 +108,3 @@ def _shadow(argv: list[str]) -> None:
         if "lock" not in result.stderr or attempt == TRIES - 1:
             raise AccountError(f"{' '.join(argv)}: {result.stderr.strip() or result.returncode}")
         time.sleep(0.1)
-
-
-def remove(t: Tenant) -> None:
-    """Delete the account and its group (the tenant's data is gone)."""
-    if exists(t):
-        command.run([command.which("userdel"), t.root_account], timeout=30)
-    if gid_of(t.root_account) is not None:
-        command.run([command.which("groupdel"), t.root_account], timeout=30)

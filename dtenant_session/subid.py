@@ -250,15 +250,3 @@ def reserve(id_base: int) -> list[str]:
         if edit(file, planned):
             changed.append(file)
     return changed
-
-
-def release(id_base: int) -> None:
-    """Drop a tenant's entries (its data is gone: `dtenant remove --purge`)."""
-    key = str(id_base)
-    for file in (SUBUID, SUBGID):
-
-        def dropped(text: str) -> str | None:
-            lines = {r.line() for r in parse(text) if r.name == key}
-            return without(text, lines) if lines else None
-
-        edit(file, dropped)
