@@ -34,6 +34,11 @@ ACTIVITY_EVERY = 5.0  # touch the activity file at most this often
 SD_LISTEN_FDS_START = 3
 MAX_LINE = 65536
 MAX_BODY = 8 << 20  # Docker sends at most 1 MiB of body, base64-encoded, plus headers
+# Requests larger than this are checked a few at a time: each holds its body several
+# times over while parsed, and a tenant can send thousands at once. Small ones (every
+# read, and the plugin's own lookups, which large ones wait for) never wait.
+LARGE_REQUEST = 64 << 10
+LARGE_AT_ONCE = 4
 
 Decision = tuple[bool, str]
 Policy = Callable[[dict[str, Any]], Decision]
@@ -93,7 +98,8 @@ def build_policy(user: str) -> Policy:
         for root in settings.policy.bind_roots
     )
     tenant = policy.Tenant(user=user, home=home, networks_pool=pool, bind_roots=roots)
-    look = policy.Lookups(resolve=resolve, container=lambda name: inspect(user, name))
+    look = policy.Lookups(resolve=resolve, container=lambda name: inspect(user, name),
+                          containers=lambda: containers(user))  # fmt: skip
 
     def decide(request: dict[str, Any]) -> Decision:
         return policy.authorize(request, settings.policy, tenant, look)
@@ -160,6 +166,13 @@ class ReloadingPolicy:
         return policy(request)
 
 
+def containers(user: str) -> int:
+    """How many containers the daemon has, running or not."""
+    from dtenant_session import dockerapi
+
+    return dockerapi.info_count(user, "Containers", agent=f"{REAPER_AGENT}/authz")
+
+
 def inspect(user: str, container: str) -> bytes:
     """The daemon's inspect of one of its containers (not the user's activity)."""
     import urllib.parse
@@ -181,6 +194,7 @@ class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.last_request = time.monotonic()
         self._last_touch = 0.0
         self._lock = threading.Lock()
+        self.large_requests = threading.BoundedSemaphore(LARGE_AT_ONCE)
 
     def record_activity(self, headers: dict[str, Any]) -> None:
         self.last_request = time.monotonic()
@@ -207,14 +221,27 @@ class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def authorize(self, body: bytes) -> dict[str, Any]:
         try:
             request = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             request = None
         if not isinstance(request, dict):
             return {"Allow": False, "Msg": "dtenant: malformed authorization request"}
         headers = request.get("RequestHeaders") or {}
         self.record_activity(headers if isinstance(headers, dict) else {})
-        allowed, message = self.policy(request)
+        try:
+            allowed, message = self.policy(request)
+        except Exception as exc:  # noqa: BLE001 - a request the policy did not foresee
+            return {"Allow": False, "Msg": self.unforeseen(request, exc)}
         return {"Allow": allowed, "Msg": message}
+
+    def unforeseen(self, request: dict[str, Any], exc: BaseException) -> str:
+        """Denied, and one line in the journal naming the request (never a traceback)."""
+        from dtenant_session import log
+
+        what = f"{request.get('RequestMethod')} {request.get('RequestUri')}"[:200]
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        log.log(f"denied {what}: the policy failed ({reason})", priority=log.ERR,
+                user=self.user, step="authz")  # fmt: skip
+        return f"dtenant: the request could not be checked ({type(exc).__name__}); denied"
 
 
 class Handler(socketserver.StreamRequestHandler):
@@ -234,10 +261,13 @@ class Handler(socketserver.StreamRequestHandler):
             if length is None or length > MAX_BODY:
                 self._send(400, {"Err": "unsupported request framing"}, close=True)
                 return
-            body = self.rfile.read(length)
             parts = request_line.decode("latin-1").split()
             path = parts[1] if len(parts) == 3 and parts[0] == "POST" else ""
-            status, reply = self.server.answer(path, body)
+            if length > LARGE_REQUEST:
+                with self.server.large_requests:
+                    status, reply = self.server.answer(path, self.rfile.read(length))
+            else:
+                status, reply = self.server.answer(path, self.rfile.read(length))
             self._send(status, reply, close)
             if close:
                 return

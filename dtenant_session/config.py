@@ -263,6 +263,7 @@ def _check(config: Config, merged: dict[str, dict[str, tuple[Any, str]]]) -> Non
         ("policy", "min_host_port", lambda: None if 1 <= config.policy.min_host_port <= 65535
             else "must be a port number"),
         ("policy", "bind_roots", lambda: _bind_roots(config.policy.bind_roots)),
+        ("policy", "max_containers", lambda: _at_least(config.policy.max_containers, 0)),
         ("limits", "memory_max", lambda: _limit(config.limits.memory_max, r"\d+[KMGT]?|\d+%")),
         ("limits", "cpu_quota", lambda: _limit(config.limits.cpu_quota, r"\d+%")),
         ("limits", "tasks_max", lambda: _limit(config.limits.tasks_max, r"\d+|\d+%")),

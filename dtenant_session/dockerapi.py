@@ -36,3 +36,19 @@ def get(user: str, path: str, *, timeout: float = 10.0, agent: str = REAPER_AGEN
     if reply.status != 200:
         raise OSError(f"the daemon answered {reply.status}")
     return body
+
+
+def info_count(user: str, key: str, *, timeout: float = 10.0, agent: str = REAPER_AGENT) -> int:
+    """A count from the daemon's summary (`Containers`, `ContainersRunning`, `Images`):
+    one small answer, where listing would fetch every container's JSON (a tenant's labels
+    can make that large). OSError naming what went wrong otherwise."""
+    import json
+
+    answer = get(user, "/info", timeout=timeout, agent=agent)
+    try:
+        count = json.loads(answer)[key]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise OSError(f"the daemon's /info has no {key} ({exc})") from None
+    if not isinstance(count, int) or isinstance(count, bool):
+        raise OSError(f"the daemon's /info has no {key} (it says {count!r})")
+    return count

@@ -26,6 +26,7 @@ from typing import Any
 Decision = tuple[bool, str]
 Resolve = Callable[[str], str]  # host path -> real path, as the daemon would reach it
 Inspect = Callable[[str], bytes]  # container name or id -> the daemon's inspect (JSON)
+Count = Callable[[], int]  # how many containers the daemon has, running or not
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Lookups:
 
     resolve: Resolve
     container: Inspect
+    containers: Count
 
 
 class Denied(Exception):
@@ -58,6 +60,9 @@ class Rules:
     min_host_port: int = 1024
     log_drivers: tuple[str, ...] = ("json-file", "local", "none")
     allow_device_requests: bool = False  # --gpus
+    # Containers a tenant may have, running or not (0: no cap): each costs a shim, a
+    # network endpoint and daemon memory, and the slice's limits bound them only in sum.
+    max_containers: int = 100
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,8 @@ def parse_json(raw: bytes) -> Any:
         return json.loads(raw, object_pairs_hook=_Pairs)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Denied(f"request body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise Denied("request body is nested too deeply") from None
 
 
 def struct(value: Any, where: str, known: frozenset[str]) -> dict[str, Any]:
@@ -182,6 +189,12 @@ NETWORK_FIELDS = _fields("""
 IPAM_FIELDS = _fields("Driver Config Options")
 IPAM_CONFIG_FIELDS = _fields("Subnet IPRange Gateway AuxiliaryAddresses")
 NETWORKING_FIELDS = _fields("EndpointsConfig")
+ENDPOINT_FIELDS = _fields("""
+    IPAMConfig Links Aliases NetworkID EndpointID Gateway IPAddress IPPrefixLen IPv6Gateway
+    GlobalIPv6Address GlobalIPv6PrefixLen MacAddress DriverOpts""")
+NETWORK_ATTACH_FIELDS = _fields("Container EndpointConfig Force")
+EXEC_START_FIELDS = _fields("Detach Tty ConsoleSize")
+COMMIT_FIELDS = CONFIG_FIELDS - _fields("HostConfig NetworkingConfig")
 VOLUME_FIELDS = _fields("Name Driver DriverOpts Labels")
 
 # Network options that only tune the tenant's own bridge network.
@@ -218,6 +231,9 @@ def _api_version(uri: str) -> None:
         raise Denied(f"API version {match.group(1)} is not allowed (1.24 or later)")
 
 
+SEEN = "(a body the plugin sees: JSON, under 1 MiB, with its length)"
+
+
 def _unseen_body(request: dict[str, Any]) -> bool:
     """A body the daemon got but did not show the plugin (over 1 MiB, or of unknown size)."""
     if request.get("RequestBody"):
@@ -247,9 +263,8 @@ def normalise(uri: str) -> tuple[str, dict[str, list[str]]]:
 def _body(request: dict[str, Any], endpoint: str) -> Any:
     encoded = request.get("RequestBody")
     if not encoded:
-        raise Denied(
-            f"{endpoint} without a body the plugin can read (empty, chunked or over 1 MiB)"
-        )
+        raise Denied(f"{endpoint} without a body the plugin can read (empty, chunked, not "
+                     "JSON or over 1 MiB)")  # fmt: skip
     try:
         raw = base64.b64decode(encoded, validate=True)
     except (ValueError, TypeError):
@@ -271,7 +286,6 @@ def authorize(request: dict[str, Any], rules: Rules, tenant: Tenant, look: Looku
     return True, ""
 
 
-# Write endpoints a tenant may use; those with a checker get their request examined.
 Checker = Callable[[dict[str, Any], dict[str, list[str]], Rules, Tenant, Lookups], None]
 
 
@@ -281,11 +295,8 @@ def _check(
 ) -> None:  # fmt: skip
     for pattern, methods, checker in ENDPOINTS:
         if method in methods and pattern.match(path):
-            if checker is not None:
-                checker(request, query, rules, tenant, look)
+            checker(request, query, rules, tenant, look)
             return
-    if method in ("GET", "HEAD"):
-        return
     for prefix, what in FORBIDDEN:
         if path == prefix or path.startswith(prefix + "/"):
             raise Denied(f"{what} is not available to tenants")
@@ -301,9 +312,29 @@ def _container_create(request: dict[str, Any], _q: Any, rules: Rules, tenant: Te
     host = struct(body.get("hostconfig"), "HostConfig", HOST_CONFIG_FIELDS)
     _host_config(host, rules, tenant, look.resolve)
     networking = struct(body.get("networkingconfig"), "NetworkingConfig", NETWORKING_FIELDS)
-    for name in mapping(networking.get("endpointsconfig"), "EndpointsConfig"):
+    for name, endpoint in mapping(networking.get("endpointsconfig"), "EndpointsConfig").items():
         if name == "host":
             raise Denied("the host network (--network=host) is not allowed")
+        _endpoint(struct(endpoint, f"EndpointsConfig[{name}]", ENDPOINT_FIELDS))
+    _container_cap(rules, look)
+
+
+def _endpoint(endpoint: dict[str, Any]) -> None:
+    if mapping(endpoint.get("driveropts"), "EndpointConfig.DriverOpts"):
+        raise Denied("endpoint driver options are not allowed")
+
+
+def _container_cap(rules: Rules, look: Lookups) -> None:
+    if not rules.max_containers:
+        return
+    try:
+        count = look.containers()
+    except OSError as exc:
+        raise Denied(f"cannot count your containers ({exc})") from None
+    if count >= rules.max_containers:
+        raise Denied(f"you have {count} containers, the most this host allows "
+                     f"(policy.max_containers = {rules.max_containers}): remove some "
+                     "(docker container prune)")  # fmt: skip
 
 
 def _host_config(host: dict[str, Any], rules: Rules, tenant: Tenant, resolve: Resolve) -> None:
@@ -316,7 +347,7 @@ def _host_config(host: dict[str, Any], rules: Rules, tenant: Tenant, resolve: Re
         "container:"
     ):
         raise Denied("joining a cgroup other than a container's is not allowed")
-    _resources(host)
+    _resources(host, rules)
     for entry in texts(host.get("binds"), "Binds"):
         _bind_entry(entry, tenant, resolve)
     for index, mount in enumerate(items(host.get("mounts"), "Mounts")):
@@ -345,19 +376,24 @@ def _host_config(host: dict[str, Any], rules: Rules, tenant: Tenant, resolve: Re
                      f"{', '.join(rules.log_drivers)})")  # fmt: skip
 
 
-def _resources(resources: dict[str, Any], *, rules: Rules | None = None) -> None:
+def _resources(resources: dict[str, Any], rules: Rules) -> None:
     if items(resources.get("devices"), "Devices"):
         raise Denied("host devices (--device) are not allowed")
     if texts(resources.get("devicecgrouprules"), "DeviceCgroupRules"):
         raise Denied("device cgroup rules (--device-cgroup-rule) are not allowed")
-    if items(resources.get("devicerequests"), "DeviceRequests") and not (
-        rules and rules.allow_device_requests
-    ):
+    if items(resources.get("devicerequests"), "DeviceRequests") and not rules.allow_device_requests:
         raise Denied("device requests (--gpus) are not allowed")
     if text(resources.get("cgroupparent"), "CgroupParent"):
         raise Denied("choosing the cgroup parent (--cgroup-parent) is not allowed")
     if flag(resources.get("oomkilldisable"), "OomKillDisable"):
         raise Denied("disabling the OOM killer (--oom-kill-disable) is not allowed")
+    score = resources.get("oomscoreadj")
+    if score is not None and (not isinstance(score, int) or isinstance(score, bool)):
+        raise Denied("OomScoreAdj must be a number")
+    if score is not None and score < 0:
+        # Below 0 the host's OOM killer would spare the container and kill the host's
+        # own processes instead.
+        raise Denied(f"--oom-score-adj {score} is not allowed (0 or more)")
 
 
 def _capabilities(added: list[str], rules: Rules) -> None:
@@ -437,14 +473,13 @@ def _mount(mount: dict[str, Any], tenant: Tenant, resolve: Resolve) -> None:
 
 def _container_update(request: dict[str, Any], _q: Any, rules: Rules, _t: Tenant,
                       _look: Lookups) -> None:  # fmt: skip
-    _resources(struct(_body(request, "container update"), "the update", UPDATE_FIELDS),
-               rules=rules)  # fmt: skip
+    _resources(struct(_body(request, "container update"), "the update", UPDATE_FIELDS), rules)
 
 
 def _container_start(request: dict[str, Any], _q: Any, rules: Rules, tenant: Tenant,
                      look: Lookups) -> None:  # fmt: skip
     if _unseen_body(request):
-        raise Denied("a container start with a body the plugin cannot see is not allowed")
+        raise Denied(f"a container start with a body the plugin cannot see is not allowed {SEEN}")
     if request.get("RequestBody") and _body(request, "container start") not in (None, _Pairs()):
         raise Denied("a host config at container start is not allowed")
     # Docker uses bind sources at start (it creates a missing -v source, as root): the
@@ -596,37 +631,85 @@ def _build(_request: dict[str, Any], query: dict[str, list[str]], *_: Any) -> No
         raise Denied(f"build isolation {isolation[0]!r} is not allowed")
 
 
+def _no_body(request: dict[str, Any], *_: Any) -> None:
+    """Endpoints that read no body: a body the plugin cannot see is someone's trick."""
+    if _unseen_body(request):
+        raise Denied(f"a body the plugin cannot see is not allowed here {SEEN}")
+
+
+def _streamed(*_: Any) -> None:
+    """Endpoints whose body is data the daemon stores or streams (a tar, a hijacked
+    connection, credentials), never settings; what they fetch is bounded by the network
+    (the daemon's own traffic is filtered)."""
+
+
+def _read(*_: Any) -> None:
+    """Reads of the tenant's own objects."""
+
+
+def _exec_start(request: dict[str, Any], *_: Any) -> None:
+    struct(_body(request, "exec start"), "the exec start", EXEC_START_FIELDS)
+
+
+def _commit(request: dict[str, Any], *_: Any) -> None:
+    """The committed image's config (Cmd, Env, ...); no host settings can ride along."""
+    if _unseen_body(request):
+        raise Denied(f"a commit with a body the plugin cannot see is not allowed {SEEN}")
+    if request.get("RequestBody"):
+        struct(_body(request, "commit"), "the image config", COMMIT_FIELDS)
+
+
+def _network_attach(request: dict[str, Any], *_: Any) -> None:
+    body = struct(_body(request, "network connect"), "the request", NETWORK_ATTACH_FIELDS)
+    _endpoint(struct(body.get("endpointconfig"), "EndpointConfig", ENDPOINT_FIELDS))
+
+
 def _p(pattern: str) -> re.Pattern[str]:
     return re.compile(f"^{pattern}$")
 
 
 WRITE, DELETE = frozenset({"POST", "PUT"}), frozenset({"DELETE"})
 READ = frozenset({"GET", "HEAD"})
-ENDPOINTS: list[tuple[re.Pattern[str], frozenset[str], Checker | None]] = [
+CONTAINER, IMAGE = "/containers/[^/]+", "/images/.+"
+# Every endpoint a tenant may use, with what it checks; everything else is denied.
+ENDPOINTS: list[tuple[re.Pattern[str], frozenset[str], Checker]] = [
     (_p("/containers/create"), WRITE, _container_create),
-    (_p("/containers/[^/]+/update"), WRITE, _container_update),
-    (_p("/containers/[^/]+/start"), WRITE, _container_start),
-    (_p("/containers/[^/]+/exec"), WRITE, _exec_create),
-    (_p("/containers/[^/]+/(stop|restart|kill|pause|unpause|rename|resize|attach|wait)"),
-     WRITE, None),
-    (_p("/containers/[^/]+/archive"), WRITE | READ, _container_archive),
-    (_p("/containers/prune"), WRITE, None),
-    (_p("/containers/[^/]+"), DELETE, None),
-    (_p("/exec/[^/]+/(start|resize)"), WRITE, None),
-    (_p("/images/(create|load|prune)"), WRITE, None),
-    (_p("/images/.+/(push|tag)"), WRITE, None),
-    (_p("/images/.+"), DELETE, None),
-    (_p("/commit"), WRITE, None),
+    (_p(f"{CONTAINER}/update"), WRITE, _container_update),
+    (_p(f"{CONTAINER}/start"), WRITE, _container_start),
+    (_p(f"{CONTAINER}/exec"), WRITE, _exec_create),
+    (_p(f"{CONTAINER}/(stop|restart|kill|pause|unpause|rename|resize|wait)"), WRITE, _no_body),
+    (_p(f"{CONTAINER}/attach"), WRITE, _streamed),
+    (_p(f"{CONTAINER}/archive"), WRITE | READ, _container_archive),
+    (_p("/containers/prune"), WRITE, _no_body),
+    (_p(CONTAINER), DELETE, _no_body),
+    (_p("/exec/[^/]+/start"), WRITE, _exec_start),
+    (_p("/exec/[^/]+/resize"), WRITE, _no_body),
+    (_p("/images/(create|load)"), WRITE, _streamed),
+    (_p("/images/prune"), WRITE, _no_body),
+    (_p(f"{IMAGE}/(push|tag)"), WRITE, _no_body),
+    (_p(IMAGE), DELETE, _no_body),
+    (_p("/commit"), WRITE, _commit),
     (_p("/build"), WRITE, _build),
-    (_p("/build/(prune|cancel)"), WRITE, None),
+    (_p("/build/(prune|cancel)"), WRITE, _no_body),
     (_p("/volumes/create"), WRITE, _volume_create),
-    (_p("/volumes/prune"), WRITE, None),
-    (_p("/volumes/[^/]+"), DELETE, None),
+    (_p("/volumes/prune"), WRITE, _no_body),
+    (_p("/volumes/[^/]+"), DELETE, _no_body),
     (_p("/networks/create"), WRITE, _network_create),
-    (_p("/networks/[^/]+/(connect|disconnect)"), WRITE, None),
-    (_p("/networks/prune"), WRITE, None),
-    (_p("/networks/[^/]+"), DELETE, None),
-    (_p("/(session|grpc|auth)"), WRITE, None),
+    (_p("/networks/[^/]+/(connect|disconnect)"), WRITE, _network_attach),
+    (_p("/networks/prune"), WRITE, _no_body),
+    (_p("/networks/[^/]+"), DELETE, _no_body),
+    (_p("/(session|grpc|auth)"), WRITE, _streamed),
+    (_p("/(_ping|version|info|events|system/df)"), READ, _read),
+    (_p("/containers/json"), READ, _read),
+    (_p(f"{CONTAINER}/(json|top|logs|stats|changes|export|attach/ws)"), READ, _read),
+    (_p("/exec/[^/]+/json"), READ, _read),
+    (_p("/images/(json|search|get)"), READ, _read),
+    (_p(f"{IMAGE}/(json|history|get)"), READ, _read),
+    (_p("/networks"), READ, _read),
+    (_p("/networks/[^/]+"), READ, _read),
+    (_p("/volumes"), READ, _read),
+    (_p("/volumes/[^/]+"), READ, _read),
+    (_p("/distribution/.+/json"), READ, _read),
 ]  # fmt: skip
 FORBIDDEN = [
     ("/plugins", "managing plugins"),

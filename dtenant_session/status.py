@@ -12,8 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from dtenant_session import activity, files, log, systemd, treewalk
-from dtenant_session.dockerapi import REAPER_AGENT
+from dtenant_session import activity, dockerapi, files, log, systemd, treewalk
 from dtenant_session.registry import Allocation, Registry
 
 SIZE_EVERY = 3600.0
@@ -95,18 +94,11 @@ def size_is_stale(allocation: Allocation) -> bool:
 def running_containers(allocation: Allocation) -> int | None:
     """Asked of a running daemon only; None when it does not answer. The reaper's user
     agent: the authorization plugin does not count this as the tenant's activity."""
-    import docker
-
     try:
-        client = docker.DockerClient(base_url=f"unix://{allocation.tenant.socket}", timeout=5,
-                                     user_agent=REAPER_AGENT)  # fmt: skip
-        try:
-            return len(client.containers.list())
-        finally:
-            client.close()
-    except Exception as exc:  # noqa: BLE001 - unknown, and said so
-        log.log(f"cannot list containers: {exc}", priority=log.WARNING, user=allocation.user,
-                step="status")  # fmt: skip
+        return dockerapi.info_count(allocation.user, "ContainersRunning", timeout=5)
+    except OSError as exc:
+        log.log(f"cannot count running containers: {exc}", priority=log.WARNING,
+                user=allocation.user, step="status")  # fmt: skip
         return None
 
 

@@ -70,3 +70,50 @@ def test_unknown_framing_is_refused(plugin: str) -> None:
         connection.sendall(b"POST /AuthZPlugin.AuthZReq HTTP/1.1\r\nTransfer-Encoding: chunked"
                            b"\r\n\r\n0\r\n\r\n")  # fmt: skip
         assert connection.recv(100).startswith(b"HTTP/1.1 400")
+
+
+def _crashing(request: dict[str, Any]) -> tuple[bool, str]:
+    if request.get("RequestUri") == "/crash":
+        raise ValueError("a case the policy did not foresee")
+    return True, ""
+
+
+def test_a_policy_failure_is_a_denial_and_one_journal_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dtenant_session import log
+
+    lines: list[str] = []
+    monkeypatch.setattr(activity, "touch", lambda user: None)
+    monkeypatch.setattr(log, "log", lambda message, **_: lines.append(message))
+    server = authz.PluginServer(socket.socket(socket.AF_UNIX), "alice", _crashing)
+    reply = server.authorize(json.dumps({"RequestMethod": "POST", "RequestUri": "/crash"}).encode())
+    assert reply["Allow"] is False and "could not be checked (ValueError)" in reply["Msg"]
+    assert lines == ["denied POST /crash: the policy failed (ValueError: a case the policy did "
+                     "not foresee)"]  # fmt: skip
+    deep = b'{"RequestUri": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert server.authorize(deep)["Allow"] is False
+    server.server_close()
+
+
+def test_large_requests_are_checked_a_few_at_a_time(plugin: str) -> None:
+    """More large requests at once than LARGE_AT_ONCE all get their answer (they wait,
+    they are not refused), and a small one is answered meanwhile."""
+    body = json.dumps({"RequestUri": "/x", "RequestBody": "A" * (authz.LARGE_REQUEST + 1)})
+    replies: list[Any] = []
+
+    def one() -> None:
+        with socket.socket(socket.AF_UNIX) as connection:
+            connection.connect(plugin)
+            replies.append(_call(connection, "/AuthZPlugin.AuthZReq", body.encode())[1])
+
+    threads = [threading.Thread(target=one) for _ in range(3 * authz.LARGE_AT_ONCE)]
+    for thread in threads:
+        thread.start()
+    with socket.socket(socket.AF_UNIX) as connection:
+        connection.connect(plugin)
+        small = json.dumps({"RequestUri": "/_ping"}).encode()
+        assert _call(connection, "/AuthZPlugin.AuthZReq", small)[1]["Allow"] is True
+    for thread in threads:
+        thread.join()
+    assert replies == [{"Allow": True, "Msg": ""}] * (3 * authz.LARGE_AT_ONCE)

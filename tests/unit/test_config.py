@@ -36,8 +36,12 @@ def test_no_file_means_all_defaults(tmp_path: Path) -> None:
 def test_the_shipped_file_is_all_defaults(tmp_path: Path) -> None:
     shipped = (CHECKOUT / "etc" / "dtenant" / "dtenant.toml").read_text()
     loaded = _load(tmp_path, shipped)
-    assert (loaded.eligibility, loaded.network, loaded.hook, loaded.daemon) == (
-        config.Eligibility(), config.Network(), config.Hook(), config.Daemon())  # fmt: skip
+    assert loaded == config.Config(files=loaded.files)
+    uncommented = "\n".join(line.lstrip("#") for line in shipped.splitlines()
+                            if not line.startswith("# ") and line != "#")  # fmt: skip
+    assert _load(tmp_path, uncommented) == loaded, "a shown setting is not the default"
+    for section in config.SECTIONS:
+        assert f"\n[{section}]\n" in shipped, f"[{section}] is not shown"
 
 
 def test_dropins_override_in_name_order(tmp_path: Path) -> None:

@@ -47,7 +47,8 @@ def container(name: str) -> bytes:
     return json.dumps(STORED[name]).encode()
 
 
-LOOKUPS = policy.Lookups(resolve=resolve, container=container)
+COUNT = [3]  # the fake daemon's containers, running or not
+LOOKUPS = policy.Lookups(resolve=resolve, container=container, containers=lambda: COUNT[0])
 
 
 def decide(req: dict[str, Any]) -> tuple[bool, str]:
@@ -245,3 +246,143 @@ def test_a_start_with_a_body_the_plugin_cannot_see_is_denied() -> None:
 def test_repeated_build_parameters_are_all_checked() -> None:
     allowed, message = decide(request("POST", "/v1.41/build?networkmode=host&networkmode=default"))
     assert not allowed and "--network=host" in message
+
+
+def unseen(method: str, uri: str, **headers: str) -> dict[str, Any]:
+    """A request whose body the daemon did not show the plugin."""
+    req = request(method, uri)
+    req["RequestHeaders"].update(headers or {"Content-Length": str(2 << 20)})
+    return req
+
+
+@pytest.mark.parametrize(
+    "req",
+    [
+        unseen("POST", "/v1.41/containers/abc/stop"),
+        unseen("POST", "/v1.41/containers/abc/kill", **{"Transfer-Encoding": "chunked"}),
+        unseen("POST", "/v1.41/containers/abc/start", **{"Transfer-Encoding": "chunked"}),
+        unseen("POST", "/v1.41/containers/abc/start", **{"Content-Type": "text/plain",
+                                                        "Content-Length": "40"}),
+        unseen("POST", "/v1.41/networks/n/connect"),
+        unseen("POST", "/v1.41/exec/e1/start"),
+        unseen("POST", "/v1.41/commit?container=abc"),
+        unseen("DELETE", "/v1.41/containers/abc"),
+        unseen("POST", "/v1.41/containers/prune"),
+    ],
+)  # fmt: skip
+def test_a_body_the_plugin_cannot_see_is_denied_wherever_one_could_matter(
+    req: dict[str, Any],
+) -> None:
+    denied(req, "body the plugin can")
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["/v1.41/swarm/unlockkey", "/v1.41/plugins", "/v1.41/containers/abc/checkpoints",
+     "/v1.41/services", "/v1.41/something/new", "/v1.41/containers/abc/json/extra"],
+)  # fmt: skip
+def test_reads_not_on_the_list_are_denied(uri: str) -> None:
+    allowed, message = decide(request("GET", uri))
+    assert not allowed and ("not an endpoint" in message or "not available" in message)
+
+
+def test_everyday_reads_are_allowed() -> None:
+    for uri in [
+        "/_ping",
+        "/v1.41/version",
+        "/v1.41/info",
+        "/v1.41/events?since=1",
+        "/v1.41/containers/json?all=1",
+        "/v1.41/containers/abc/json",
+        "/v1.41/containers/abc/logs?stdout=1",
+        "/v1.41/containers/abc/stats",
+        "/v1.41/containers/abc/top",
+        "/v1.41/images/json",
+        "/v1.41/images/registry:5000/a/b:1/json",
+        "/v1.41/images/a/b/history",
+        "/v1.41/networks",
+        "/v1.41/networks/n",
+        "/v1.41/volumes",
+        "/v1.41/volumes/v",
+        "/v1.41/exec/e1/json",
+        "/v1.41/system/df",
+        "/v1.41/distribution/a/b/json",
+    ]:
+        assert decide(request("GET", uri)) == (True, ""), uri
+    assert decide(request("HEAD", "/_ping")) == (True, "")
+
+
+def test_a_deeply_nested_body_is_a_clean_denial() -> None:
+    deep = b'{"Image": "busybox", "Labels": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    denied(request("POST", "/v1.41/containers/create", raw=deep), "nested too deeply")
+
+
+@pytest.mark.parametrize(
+    ("score", "allowed"),
+    [(-1, False), (-1000, False), (0, True), (500, True), ("-5", False), (True, False)],
+)
+def test_oom_score_below_zero_is_denied(score: Any, allowed: bool) -> None:
+    assert decide(create({"OomScoreAdj": score}))[0] is allowed
+
+
+def test_the_container_cap_is_enforced_at_create() -> None:
+    try:
+        COUNT[0] = RULES.max_containers
+        denied(create(), "policy.max_containers = 100", "docker container prune")
+        assert decide(request("POST", "/v1.41/containers/abc/start"))[0]
+        COUNT[0] = RULES.max_containers - 1
+        assert decide(create())[0]
+        unlimited = policy.Rules(max_containers=0)
+        COUNT[0] = 10_000
+        assert policy.authorize(create(), unlimited, TENANT, LOOKUPS)[0]
+    finally:
+        COUNT[0] = 3
+
+
+def test_a_container_count_the_daemon_does_not_give_is_a_denial() -> None:
+    def broken() -> int:
+        raise OSError("the daemon answered 500")
+
+    look = policy.Lookups(resolve=resolve, container=container, containers=broken)
+    allowed, message = policy.authorize(create(), RULES, TENANT, look)
+    assert not allowed and "cannot count your containers" in message
+
+
+@pytest.mark.parametrize(
+    ("req", "words"),
+    [
+        (request("POST", "/v1.41/networks/n/connect",
+                 {"Container": "abc", "EndpointConfig": {"DriverOpts": {"x": "1"}}}),
+         ["driver options"]),
+        (request("POST", "/v1.41/networks/n/connect", {"Container": "abc", "Extra": 1}),
+         ["unknown key"]),
+        (create(NetworkingConfig={"EndpointsConfig": {"n": {"Surprise": 1}}}), ["unknown key"]),
+        (request("POST", "/v1.41/exec/e1/start", {"Detach": False, "Privileged": True}),
+         ["unknown key"]),
+        (request("POST", "/v1.41/commit?container=abc", {"HostConfig": {"Privileged": True}}),
+         ["unknown key"]),
+    ],
+)  # fmt: skip
+def test_every_body_that_carries_settings_is_checked(req: dict[str, Any], words: list[str]) -> None:
+    denied(req, *words)
+
+
+def test_bodies_that_carry_nothing_to_check_pass() -> None:
+    for req in [
+        request("POST", "/v1.41/networks/n/connect", {"Container": "abc", "EndpointConfig": {
+            "Aliases": ["web"], "IPAMConfig": {"IPv4Address": "10.128.17.5"}}}),
+        request("POST", "/v1.41/networks/n/disconnect", {"Container": "abc", "Force": True}),
+        request("POST", "/v1.41/exec/e1/start", {"Detach": False, "Tty": True}),
+        request("POST", "/v1.41/commit?container=abc", {"Cmd": ["sh"], "Env": ["A=1"]}),
+        request("POST", "/v1.41/commit?container=abc"),
+        unseen("POST", "/v1.41/build?t=x"),  # a context tar: data, not settings
+        unseen("POST", "/v1.41/images/load"),
+    ]:  # fmt: skip
+        assert decide(req) == (True, ""), req
+
+
+def test_device_requests_follow_the_rule_at_create_as_at_update() -> None:
+    gpus = {"DeviceRequests": [{"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu"]]}]}
+    denied(create(gpus), "--gpus")
+    allowing = policy.Rules(allow_device_requests=True)
+    assert policy.authorize(create(gpus), allowing, TENANT, LOOKUPS) == (True, "")
