@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import socketserver
 import sys
@@ -166,11 +167,60 @@ class ReloadingPolicy:
         return policy(request)
 
 
+class CreateLedger:
+    """Container creates allowed but not yet answered by the daemon: counted with the
+    daemon's own count, so that a burst of concurrent creates cannot all pass the cap
+    (each would see the count of before the others). Creates are checked one at a time;
+    an entry ends with the daemon's answer (AuthZRes) or after PENDING_AT_MOST."""
+
+    PENDING_AT_MOST = 60.0
+
+    def __init__(self) -> None:
+        self.checking = threading.Lock()  # held while a create is checked and recorded
+        self._lock = threading.Lock()
+        self._pending: list[float] = []
+
+    def in_flight(self) -> int:
+        with self._lock:
+            horizon = time.monotonic() - self.PENDING_AT_MOST
+            self._pending = [t for t in self._pending if t > horizon]
+            return len(self._pending)
+
+    def allowed(self) -> None:
+        with self._lock:
+            self._pending.append(time.monotonic())
+
+    def answered(self) -> None:
+        with self._lock:
+            if self._pending:
+                self._pending.pop(0)
+
+
+CREATES = CreateLedger()
+# Method and URI lead Docker's AuthZRes message (Go encodes struct fields in order), so
+# the answer to a create is known without parsing a response body of up to 1 MiB.
+_POST = re.compile(rb'"RequestMethod":\s*"POST"')
+_URI = re.compile(rb'"RequestUri":\s*"([^"]{0,4096})"')
+
+
+def answers_a_create(message: bytes) -> bool:
+    head = message[:8192]
+    uri = _URI.search(head)
+    return bool(_POST.search(head) and uri and is_create("POST", uri.group(1).decode("latin-1")))
+
+
+def is_create(method: str, uri: str) -> bool:
+    from dtenant_session import policy
+
+    return method.upper() == "POST" and policy.normalise(uri)[0] == "/containers/create"
+
+
 def containers(user: str) -> int:
-    """How many containers the daemon has, running or not."""
+    """How many containers the daemon has, running or not, and those it is creating."""
     from dtenant_session import dockerapi
 
-    return dockerapi.info_count(user, "Containers", agent=f"{REAPER_AGENT}/authz")
+    made = dockerapi.info_count(user, "Containers", agent=f"{REAPER_AGENT}/authz")
+    return made + CREATES.in_flight()
 
 
 def inspect(user: str, container: str) -> bytes:
@@ -215,6 +265,8 @@ class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         if path == "/AuthZPlugin.AuthZReq":
             return 200, self.authorize(body)
         if path == "/AuthZPlugin.AuthZRes":
+            if answers_a_create(body):
+                CREATES.answered()
             return 200, {"Allow": True}
         return 404, {"Err": f"unknown endpoint {path}"}
 
@@ -228,7 +280,13 @@ class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         headers = request.get("RequestHeaders") or {}
         self.record_activity(headers if isinstance(headers, dict) else {})
         try:
-            allowed, message = self.policy(request)
+            if is_create(str(request.get("RequestMethod", "")), str(request.get("RequestUri", ""))):
+                with CREATES.checking:
+                    allowed, message = self.policy(request)
+                    if allowed:
+                        CREATES.allowed()
+            else:
+                allowed, message = self.policy(request)
         except Exception as exc:  # noqa: BLE001 - a request the policy did not foresee
             return {"Allow": False, "Msg": self.unforeseen(request, exc)}
         return {"Allow": allowed, "Msg": message}

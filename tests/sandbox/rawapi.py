@@ -21,15 +21,28 @@ CASES = {
     "zero-length": ("application/json", b"", "length"),
     "lowercase-bind": ("application/json", b'{"image": "dtenant/busybox", "hostconfig": '
                        b'{"binds": ["/:/host"]}}', "length"),
+    "deep": ("application/json", b'{"Image": "dtenant/busybox", "Labels": ' + b"[" * 100_000
+             + b"]" * 100_000 + b"}", "length"),
+    "text-plain": ("text/plain", PRIVILEGED, "length"),
 }  # fmt: skip
+# Other endpoints: (method, path) for a case named "METHOD:PATH:FRAMING" on the command
+# line, with a small JSON body.
+OTHER_BODY = b'{"Container": "x", "EndpointConfig": {}}'
 
 
 def send(case: str) -> str:
-    content_type, body, framing = CASES[case]
+    method, uri = "POST", "/v1.41/containers/create"
+    if case.count(":") == 2:
+        method, uri, framing = case.split(":")
+        content_type, body = "application/json", OTHER_BODY
+    else:
+        content_type, body, framing = CASES[case]
     path = f"/run/docker-{os.environ['USER']}.sock"
-    head = (f"POST /v1.41/containers/create HTTP/1.1\r\nHost: docker\r\n"
+    head = (f"{method} {uri} HTTP/1.1\r\nHost: docker\r\n"
             f"Content-Type: {content_type}\r\nConnection: close\r\n")  # fmt: skip
-    if framing == "chunked":
+    if framing == "none":
+        payload = (head + "\r\n").encode()
+    elif framing == "chunked":
         payload = (head + "Transfer-Encoding: chunked\r\n\r\n").encode()
         payload += f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
     else:

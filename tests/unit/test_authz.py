@@ -117,3 +117,28 @@ def test_large_requests_are_checked_a_few_at_a_time(plugin: str) -> None:
     for thread in threads:
         thread.join()
     assert replies == [{"Allow": True, "Msg": ""}] * (3 * authz.LARGE_AT_ONCE)
+
+
+def test_concurrent_creates_count_those_not_yet_answered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cap holds for a burst: a create allowed but not yet answered by the daemon
+    counts, until Docker's AuthZRes for it arrives."""
+    ledger = authz.CreateLedger()
+    monkeypatch.setattr(authz, "CREATES", ledger)
+    monkeypatch.setattr(activity, "touch", lambda user: None)
+    made = [0]
+
+    def capped(request: dict[str, Any]) -> tuple[bool, str]:
+        return made[0] + ledger.in_flight() < 2, "dtenant: cap"
+
+    server = authz.PluginServer(socket.socket(socket.AF_UNIX), "alice", capped)
+    create = json.dumps({"RequestMethod": "POST", "RequestUri": "/v1.41/containers/create"})
+    assert [server.authorize(create.encode())["Allow"] for _ in range(3)] == [True, True, False]
+    answer = json.dumps({"RequestMethod": "POST", "RequestUri": "/v1.41/containers/create?name=x",
+                         "ResponseStatusCode": 404}).encode()  # fmt: skip
+    assert server.answer("/AuthZPlugin.AuthZRes", answer) == (200, {"Allow": True})
+    assert ledger.in_flight() == 1
+    assert server.authorize(create.encode())["Allow"] is True
+    other = json.dumps({"RequestMethod": "POST", "RequestUri": "/v1.41/containers/x/start"})
+    server.answer("/AuthZPlugin.AuthZRes", other.encode())
+    assert ledger.in_flight() == 2
+    server.server_close()
