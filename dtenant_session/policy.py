@@ -189,9 +189,11 @@ NETWORK_FIELDS = _fields("""
 IPAM_FIELDS = _fields("Driver Config Options")
 IPAM_CONFIG_FIELDS = _fields("Subnet IPRange Gateway AuxiliaryAddresses")
 NETWORKING_FIELDS = _fields("EndpointsConfig")
+# As clients up to API 1.48 send them (GwPriority, DNSNames: newer than the daemon, which
+# ignores them; neither reaches beyond the tenant's own networks).
 ENDPOINT_FIELDS = _fields("""
     IPAMConfig Links Aliases NetworkID EndpointID Gateway IPAddress IPPrefixLen IPv6Gateway
-    GlobalIPv6Address GlobalIPv6PrefixLen MacAddress DriverOpts""")
+    GlobalIPv6Address GlobalIPv6PrefixLen MacAddress DriverOpts GwPriority DNSNames""")
 NETWORK_ATTACH_FIELDS = _fields("Container EndpointConfig Force")
 EXEC_START_FIELDS = _fields("Detach Tty ConsoleSize")
 COMMIT_FIELDS = CONFIG_FIELDS - _fields("HostConfig NetworkingConfig")
