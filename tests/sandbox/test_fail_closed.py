@@ -147,3 +147,17 @@ def test_a_request_flood_stays_in_the_tenants_slice(lab: host.Lab, alice: str) -
     if peak:
         assert int(peak) <= int(memory_max), peak
     assert lab.ssh("alice", "docker ps -q").returncode == 0
+
+
+def test_a_builds_steps_run_in_the_tenants_slice(lab: host.Lab, alice: str) -> None:
+    lab.ssh("alice", "mkdir -p ~/slow && printf 'FROM %s\\nRUN sleep 30\\n' " f"{IMAGE}"
+            " > ~/slow/Dockerfile")  # fmt: skip
+    lab.ssh("alice", "setsid sh -c 'DOCKER_BUILDKIT=0 docker build -q ~/slow' "
+            ">/dev/null 2>&1 </dev/null &")  # fmt: skip
+    try:
+        found = lab.run(["sh", "-c", "for i in $(seq 60); do p=$(pgrep -n -f "
+                         "'^sleep 30$') && { cat /proc/$p/cgroup; exit 0; }; sleep 0.5; done; "
+                         "exit 1"], timeout=60)  # fmt: skip
+        assert "/dtenant.slice/dtenant-alice.slice/" in found.stdout, found.stdout
+    finally:
+        lab.run(["pkill", "-f", "^sleep 30$"], check=False)
