@@ -277,27 +277,38 @@ def _body(request: dict[str, Any], endpoint: str) -> Any:
 OLDEST_API = (1, 24)  # below it, dockerd still applies a HostConfig sent at container start
 
 
+@dataclass(frozen=True)
+class Ask:
+    """One request, as the router sees it, and what it is checked against."""
+
+    request: dict[str, Any]  # Docker's authorization request
+    method: str
+    path: str  # normalised, unversioned
+    query: dict[str, list[str]]
+    rules: Rules
+    tenant: Tenant
+    look: Lookups
+
+
+Checker = Callable[[Ask], None]
+
+
 def authorize(request: dict[str, Any], rules: Rules, tenant: Tenant, look: Lookups) -> Decision:
     try:
         method = str(request.get("RequestMethod", "")).upper()
         _api_version(str(request.get("RequestUri", "")))
         path, query = normalise(str(request.get("RequestUri", "")))
-        _check(method, path, query, request, rules, tenant, look)
+        _check(Ask(request, method, path, query, rules, tenant, look))
     except Denied as denied:
         return False, f"dtenant: {denied.reason}"
     return True, ""
 
 
-Checker = Callable[[dict[str, Any], dict[str, list[str]], Rules, Tenant, Lookups], None]
-
-
-def _check(
-    method: str, path: str, query: dict[str, list[str]], request: dict[str, Any],
-    rules: Rules, tenant: Tenant, look: Lookups,
-) -> None:  # fmt: skip
+def _check(ask: Ask) -> None:
+    method, path = ask.method, ask.path
     for pattern, methods, checker in ENDPOINTS:
         if method in methods and pattern.match(path):
-            checker(request, query, rules, tenant, look)
+            checker(ask)
             return
     for prefix, what in FORBIDDEN:
         if path == prefix or path.startswith(prefix + "/"):
@@ -308,17 +319,16 @@ def _check(
 # -- containers ---------------------------------------------------------------------------
 
 
-def _container_create(request: dict[str, Any], _q: Any, rules: Rules, tenant: Tenant,
-                      look: Lookups) -> None:  # fmt: skip
-    body = struct(_body(request, "container create"), "the container config", CONFIG_FIELDS)
+def _container_create(ask: Ask) -> None:
+    body = struct(_body(ask.request, "container create"), "the container config", CONFIG_FIELDS)
     host = struct(body.get("hostconfig"), "HostConfig", HOST_CONFIG_FIELDS)
-    _host_config(host, rules, tenant, look.resolve)
+    _host_config(host, ask.rules, ask.tenant, ask.look.resolve)
     networking = struct(body.get("networkingconfig"), "NetworkingConfig", NETWORKING_FIELDS)
     for name, endpoint in mapping(networking.get("endpointsconfig"), "EndpointsConfig").items():
         if name == "host":
             raise Denied("the host network (--network=host) is not allowed")
         _endpoint(struct(endpoint, f"EndpointsConfig[{name}]", ENDPOINT_FIELDS))
-    _container_cap(rules, look)
+    _container_cap(ask.rules, ask.look)
 
 
 def _endpoint(endpoint: dict[str, Any]) -> None:
@@ -473,13 +483,13 @@ def _mount(mount: dict[str, Any], tenant: Tenant, resolve: Resolve) -> None:
         raise Denied(f"mount type {kind!r} is not allowed")
 
 
-def _container_update(request: dict[str, Any], _q: Any, rules: Rules, _t: Tenant,
-                      _look: Lookups) -> None:  # fmt: skip
-    _resources(struct(_body(request, "container update"), "the update", UPDATE_FIELDS), rules)
+def _container_update(ask: Ask) -> None:
+    update = struct(_body(ask.request, "container update"), "the update", UPDATE_FIELDS)
+    _resources(update, ask.rules)
 
 
-def _container_start(request: dict[str, Any], _q: Any, rules: Rules, tenant: Tenant,
-                     look: Lookups) -> None:  # fmt: skip
+def _container_start(ask: Ask) -> None:
+    request, tenant, look = ask.request, ask.tenant, ask.look
     if _unseen_body(request):
         raise Denied(f"a container start with a body the plugin cannot see is not allowed {SEEN}")
     if request.get("RequestBody") and _body(request, "container start") not in (None, _Pairs()):
@@ -487,28 +497,26 @@ def _container_start(request: dict[str, Any], _q: Any, rules: Rules, tenant: Ten
     # Docker uses bind sources at start (it creates a missing -v source, as root): the
     # container as stored is checked again, against the paths and the rules of now, with
     # every mount it has (binds it inherits with --volumes-from included).
-    inspected = _inspected(request, look)
-    _stored_host_config(_host_of(inspected), rules, tenant, look.resolve)
+    inspected = _inspected(ask)
+    _stored_host_config(_host_of(inspected), ask.rules, tenant, look.resolve)
     for source in _bind_sources(inspected):
         _bind_source(source, tenant, look.resolve)
 
 
-def _container_archive(request: dict[str, Any], _q: Any, _rules: Rules, _t: Tenant,
-                       look: Lookups) -> None:  # fmt: skip
+def _container_archive(ask: Ask) -> None:
     """docker cp: the daemon mounts the container's binds itself, as root, following
     whatever their sources have become, and writes what the archive holds (device nodes
     too); a container with binds has its files in the user's own directories anyway."""
-    if _bind_sources(_inspected(request, look)):
+    if _bind_sources(_inspected(ask)):
         raise Denied("docker cp is not available for containers with bind mounts: copy "
                      "the files in your own directories instead")  # fmt: skip
 
 
-def _inspected(request: dict[str, Any], look: Lookups) -> dict[str, Any]:
+def _inspected(ask: Ask) -> dict[str, Any]:
     """The daemon's inspect of the container the request names, keys folded."""
-    path, _ = normalise(str(request.get("RequestUri", "")))
-    name = path.split("/")[2]
+    name = ask.path.split("/")[2]
     try:
-        inspected = parse_json(look.container(name))
+        inspected = parse_json(ask.look.container(name))
     except OSError as exc:
         raise Denied(f"cannot check container {name!r} ({exc})") from None
     return folded(inspected, "the container")
@@ -555,8 +563,8 @@ def _stored_host_config(stored: dict[str, Any], rules: Rules, tenant: Tenant,
     _host_config(known, rules, tenant, resolve)
 
 
-def _exec_create(request: dict[str, Any], *_: Any) -> None:
-    body = struct(_body(request, "exec create"), "the exec config", EXEC_FIELDS)
+def _exec_create(ask: Ask) -> None:
+    body = struct(_body(ask.request, "exec create"), "the exec config", EXEC_FIELDS)
     if flag(body.get("privileged"), "Privileged"):
         raise Denied("privileged exec (docker exec --privileged) is not allowed")
 
@@ -581,16 +589,15 @@ def _volume_driver(driver: str, options: dict[str, Any]) -> None:
                      "host paths or devices (only type=tmpfs volumes may be tuned)")  # fmt: skip
 
 
-def _volume_create(request: dict[str, Any], *_: Any) -> None:
-    body = struct(_body(request, "volume create"), "the volume config", VOLUME_FIELDS)
+def _volume_create(ask: Ask) -> None:
+    body = struct(_body(ask.request, "volume create"), "the volume config", VOLUME_FIELDS)
     _volume_driver(
         text(body.get("driver"), "Driver"), mapping(body.get("driveropts"), "DriverOpts")
     )
 
 
-def _network_create(request: dict[str, Any], _q: Any, _rules: Rules, tenant: Tenant,
-                    _look: Lookups) -> None:  # fmt: skip
-    body = struct(_body(request, "network create"), "the network config", NETWORK_FIELDS)
+def _network_create(ask: Ask) -> None:
+    body = struct(_body(ask.request, "network create"), "the network config", NETWORK_FIELDS)
     driver = text(body.get("driver"), "Driver")
     if driver not in ("", "bridge"):
         raise Denied(f"network driver {driver!r} is not allowed (only bridge)")
@@ -607,7 +614,7 @@ def _network_create(request: dict[str, Any], _q: Any, _rules: Rules, tenant: Ten
     ipam = struct(body.get("ipam"), "IPAM", IPAM_FIELDS)
     if text(ipam.get("driver"), "IPAM.Driver") not in ("", "default"):
         raise Denied("IPAM drivers other than default are not allowed")
-    pool = ipaddress.ip_network(tenant.networks_pool)
+    pool = ipaddress.ip_network(ask.tenant.networks_pool)
     for index, entry in enumerate(items(ipam.get("config"), "IPAM.Config")):
         config = struct(entry, f"IPAM.Config[{index}]", IPAM_CONFIG_FIELDS)
         for key in ("subnet", "iprange"):
@@ -622,7 +629,8 @@ def _network_create(request: dict[str, Any], _q: Any, _rules: Rules, tenant: Ten
                 raise Denied(f"subnet {value} is outside this tenant's range {pool}")
 
 
-def _build(_request: dict[str, Any], query: dict[str, list[str]], *_: Any) -> None:
+def _build(ask: Ask) -> None:
+    query = ask.query
     # Every value: Go's FormValue takes the first of repeated keys, Python's parse the last.
     if "host" in query.get("networkmode", []):
         raise Denied("builds with the host network (--network=host) are not allowed")
@@ -633,36 +641,37 @@ def _build(_request: dict[str, Any], query: dict[str, list[str]], *_: Any) -> No
         raise Denied(f"build isolation {isolation[0]!r} is not allowed")
 
 
-def _no_body(request: dict[str, Any], *_: Any) -> None:
+def _no_body(ask: Ask) -> None:
     """Endpoints that read no body: a body the plugin cannot see is someone's trick."""
-    if _unseen_body(request):
+    if _unseen_body(ask.request):
         raise Denied(f"a body the plugin cannot see is not allowed here {SEEN}")
 
 
-def _streamed(*_: Any) -> None:
+def _streamed(_ask: Ask) -> None:
     """Endpoints whose body is data the daemon stores or streams (a tar, a hijacked
     connection, credentials), never settings; what they fetch is bounded by the network
     (the daemon's own traffic is filtered)."""
 
 
-def _read(*_: Any) -> None:
+def _read(_ask: Ask) -> None:
     """Reads of the tenant's own objects."""
 
 
-def _exec_start(request: dict[str, Any], *_: Any) -> None:
-    struct(_body(request, "exec start"), "the exec start", EXEC_START_FIELDS)
+def _exec_start(ask: Ask) -> None:
+    struct(_body(ask.request, "exec start"), "the exec start", EXEC_START_FIELDS)
 
 
-def _commit(request: dict[str, Any], *_: Any) -> None:
+def _commit(ask: Ask) -> None:
     """The committed image's config (Cmd, Env, ...); no host settings can ride along."""
+    request = ask.request
     if _unseen_body(request):
         raise Denied(f"a commit with a body the plugin cannot see is not allowed {SEEN}")
     if request.get("RequestBody"):
         struct(_body(request, "commit"), "the image config", COMMIT_FIELDS)
 
 
-def _network_attach(request: dict[str, Any], *_: Any) -> None:
-    body = struct(_body(request, "network connect"), "the request", NETWORK_ATTACH_FIELDS)
+def _network_attach(ask: Ask) -> None:
+    body = struct(_body(ask.request, "network connect"), "the request", NETWORK_ATTACH_FIELDS)
     _endpoint(struct(body.get("endpointconfig"), "EndpointConfig", ENDPOINT_FIELDS))
 
 

@@ -386,3 +386,6 @@ def test_device_requests_follow_the_rule_at_create_as_at_update() -> None:
     denied(create(gpus), "--gpus")
     allowing = policy.Rules(allow_device_requests=True)
     assert policy.authorize(create(gpus), allowing, TENANT, LOOKUPS) == (True, "")
+    update = request("POST", "/v1.41/containers/abc/update", gpus)
+    denied(update, "--gpus")
+    assert policy.authorize(update, allowing, TENANT, LOOKUPS) == (True, "")
