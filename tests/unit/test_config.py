@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -40,8 +41,11 @@ def test_the_shipped_file_is_all_defaults(tmp_path: Path) -> None:
     uncommented = "\n".join(line.lstrip("#") for line in shipped.splitlines()
                             if not line.startswith("# ") and line != "#")  # fmt: skip
     assert _load(tmp_path, uncommented) == loaded, "a shown setting is not the default"
-    for section in config.SECTIONS:
+    for section, kind in config.SECTIONS.items():
         assert f"\n[{section}]\n" in shipped, f"[{section}] is not shown"
+        shown = shipped.split(f"\n[{section}]\n", 1)[1].split("\n[", 1)[0]
+        for key in dataclasses.fields(kind):
+            assert f"\n#{key.name} = " in shown, f"{section}.{key.name} is not shown"
 
 
 def test_dropins_override_in_name_order(tmp_path: Path) -> None:
