@@ -99,11 +99,11 @@ def _reap(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from dtenant_session import config, verify
+    from dtenant_session import config, prestart, verify
 
     try:
         report = verify.verify_all(config.load(), only=args.tenant)
-    except verify.CannotCheck as exc:
+    except prestart.CannotCheck as exc:
         print(f"dtenant verify: could not check: {exc}", file=sys.stderr)
         return 2
     if args.json:

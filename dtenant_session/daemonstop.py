@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from dtenant_session import dockerapi, paths
+from dtenant_session import dockerapi, files, paths
 
 WAIT = 20.0  # seconds for dockerd to reload its file
 
@@ -34,7 +34,8 @@ def live_restore_off(user: str, main_pid: int) -> str:
     settings = json.loads(original)
     if not settings.get("live-restore"):
         return "live-restore already off"
-    _write(path, json.dumps({**settings, "live-restore": False}, indent=2, sort_keys=True))
+    stopping = json.dumps({**settings, "live-restore": False}, indent=2, sort_keys=True)
+    files.replace(path, stopping, files.PRIVATE)
     try:
         os.kill(main_pid, signal.SIGHUP)
         deadline = time.monotonic() + WAIT
@@ -50,15 +51,7 @@ def live_restore_off(user: str, main_pid: int) -> str:
             time.sleep(0.2)
         return "the daemon did not turn live-restore off in time"
     finally:
-        _write(path, original.decode())
-
-
-def _write(path: str, content: str) -> None:
-    temporary = f"{path}.dtenant-stop"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as stream:
-        stream.write(content)
-    os.replace(temporary, path)
+        files.replace(path, original.decode(), files.PRIVATE)
 
 
 def orphan_scopes(slice_group: str, root: str = "/sys/fs/cgroup") -> list[str]:

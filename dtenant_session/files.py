@@ -11,25 +11,38 @@ from pathlib import Path
 PRIVATE = 0o600
 
 
+def replace(path: str | os.PathLike[str], content: str, mode: int = 0o644,
+            owner: tuple[int, int] | None = None) -> None:  # fmt: skip
+    """Atomically replace path with content, mode and owner (root's when None): a
+    temporary beside it, created with its final mode so the content is never readable by
+    more than that, written and fsynced, then renamed over it. The one writer of dtenant's
+    files."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.dtenant-tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode)  # fmt: skip
+    try:
+        os.fchmod(fd, mode)  # a temporary left by a crash keeps its old mode; umask narrows
+        if owner is not None:
+            os.fchown(fd, *owner)
+        data = memoryview(content.encode())
+        while data:
+            data = data[os.write(fd, data) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, target)
+
+
 def write_if_changed(path: Path, content: str, mode: int = 0o644) -> bool:
-    """Atomically replace path with content and mode; False (and no write) when both are
-    already so."""
+    """replace(), unless content and mode are already so (then False, no write)."""
     try:
         if path.read_text() == content and stat.S_IMODE(path.stat().st_mode) == mode:
             return False
     except (FileNotFoundError, UnicodeDecodeError):
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.dtenant-tmp")
-    # Created with its final mode, so the content is never readable by more than that.
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 mode)  # fmt: skip
-    with os.fdopen(fd, "w") as stream:
-        os.fchmod(fd, mode)  # a temporary left by a crash keeps its old mode; umask narrows
-        stream.write(content)
-        stream.flush()
-        os.fsync(fd)
-    temporary.replace(path)
+    replace(path, content, mode)
     return True
 
 

@@ -24,7 +24,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dtenant_session import treewalk
+from dtenant_session import files, treewalk
 from dtenant_session.subid import ID_BLOCK, Range
 
 CAPABILITY = "security.capability"
@@ -153,12 +153,7 @@ class Move:
         content = {**self.__dict__}
         content["old_uids"] = [r.line() for r in self.old_uids]
         content["old_gids"] = [r.line() for r in self.old_gids]
-        temporary = os.path.join(data_root, f"{MARKER}.tmp")
-        with open(temporary, "w") as stream:
-            json.dump(content, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, os.path.join(data_root, MARKER))
+        files.replace(os.path.join(data_root, MARKER), json.dumps(content), files.PRIVATE)
 
     @classmethod
     def load(cls, data_root: str) -> Move | None:
@@ -198,7 +193,7 @@ def retarget(state: str, old: str, new: str) -> int:
         except (OSError, ValueError):
             continue  # not a container Docker could load either
         if _retarget_config(config, old, new):
-            _write_json(path, config)
+            files.replace(path, json.dumps(config), files.PRIVATE)
             changed += 1
     return changed
 
@@ -219,16 +214,6 @@ def _retarget_config(config: dict[str, object], old: str, new: str) -> bool:
             if isinstance(point, dict) and "Source" in point:
                 point["Source"] = moved(point["Source"])
     return json.dumps(config, sort_keys=True) != before
-
-
-def _write_json(path: str, content: object) -> None:
-    temporary = f"{path}.dtenant-tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as stream:
-        json.dump(content, stream)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, path)
 
 
 def run(data_root: str, move: Move) -> None:

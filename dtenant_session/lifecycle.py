@@ -15,11 +15,13 @@ from pathlib import Path
 
 from dtenant_session import (
     command,
+    desired,
     dockerapi,
     files,
     log,
     mountinfo,
     network,
+    ownerstamp,
     paths,
     render,
     stamp,
@@ -27,7 +29,6 @@ from dtenant_session import (
     systemd,
     tenant,
     treewalk,
-    verify,
 )
 from dtenant_session.config import Config
 from dtenant_session.errors import DtenantError
@@ -35,8 +36,6 @@ from dtenant_session.registry import Allocation, Registry
 from dtenant_session.tenant import Account, Tenant
 
 Orphan = tuple[Allocation, standing.Standing]
-
-REMOVED_MARK = "REMOVED"
 
 
 def stop_daemon(allocation: Allocation, config: Config, *, with_containers: bool) -> None:
@@ -89,27 +88,30 @@ async def _live_restore_off(user: str, timeout: float = 20.0) -> None:
             priority=log.WARNING, user=user, step="stop")  # fmt: skip
 
 
-def _release_units(t: Tenant) -> None:
+def _release_units(allocation: Allocation) -> None:
     """Stop and disable every unit of the tenant (the daemon already stopped)."""
+    layout = desired.layout(allocation)
 
     async def release(bus: systemd.Bus) -> None:
-        for unit in (t.service_unit, t.socket_unit, *_plugin_units(t)):
+        for unit in layout.units:
             await bus.stop(unit)
-        await bus.disable([t.socket_unit])
+        await bus.disable(list(layout.enabled))
 
     systemd.run(release, timeout=120)
 
 
-def _plugin_units(t: Tenant) -> tuple[str, str]:
-    return f"dtenant-authz@{t.instance}.service", f"dtenant-authz@{t.instance}.socket"
-
-
-def _forget_unit_files(t: Tenant) -> None:
+def _forget_unit_files(allocation: Allocation) -> None:
     """The tenant's unit drop-ins (the socket's names its owner's uid) go with its name."""
-    for dropin in (t.service_dropin, t.socket_dropin):
-        dropin.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # not empty: someone else's file, left alone
-            dropin.parent.rmdir()
+    for file in desired.layout(allocation).files:
+        if file.units:
+            _remove_host_file(file.path)
+
+
+def _remove_host_file(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    if path.parent.name.endswith(".d"):  # a drop-in directory, unless someone else's is in it
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
 
 
 def isolate(allocation: Allocation, problem: str) -> None:
@@ -125,13 +127,13 @@ def isolate(allocation: Allocation, problem: str) -> None:
             user=t.user, step="orphan")  # fmt: skip
     stamp.forget(t.user)
     t.socket.unlink(missing_ok=True)  # nobody connects to a path that is gone
-    _forget_unit_files(t)
+    _forget_unit_files(allocation)
+    layout = desired.layout(allocation)
 
     async def release(bus: systemd.Bus) -> None:
         await bus.reload_daemon()
-        await bus.disable([t.socket_unit])
-        for unit in (t.service_unit, t.socket_unit, *_plugin_units(t),
-                     f"dtenant-daemon-failed@{t.instance}.service"):  # fmt: skip
+        await bus.disable(list(layout.enabled))
+        for unit in layout.units:
             await bus.stop_later(unit)
 
     systemd.run(release, timeout=30)
@@ -171,12 +173,12 @@ def rename(old: Allocation, new: Account, config: Config, registry: Registry) ->
         raise DtenantError(f"cannot rename tenant {old.user} to {new.name}: {target} exists "
                            f"(a removed tenant's data? move it away first)")  # fmt: skip
     stop_daemon(old, config, with_containers=True)
-    _release_units(old.tenant)
+    _release_units(old)
     stamp.forget(old.user)
-    _forget_unit_files(old.tenant)
+    _forget_unit_files(old)
     source.rename(target)  # same filesystem: a rename, the data stays where it is
     treewalk.remove_tree(f"{paths.RUN_TENANTS_DIR}/{old.user}")  # volatile: what stays, stays
-    verify.rewrite_owner_stamp(new.name, new.uid)
+    ownerstamp.rename(new.name, new.uid)
     registry.rename(old.user, new.name, uid=new.uid, home=new.home)
     log.log(f"tenant {old.user} (uid {old.uid}) renamed to {new.name} (uid {new.uid}, home "
             f"{new.home}); data moved to {target}", priority=log.NOTICE, user=new.name,
@@ -237,15 +239,18 @@ def remove(user: str, config: Config, *, purge: bool) -> list[str]:
         allocation = registry.get(user)
         if allocation is None:
             raise DtenantError(f"{user!r} is not a registered tenant (see `dtenant status`)")
-        t = allocation.tenant
+        t, layout = allocation.tenant, desired.layout(allocation)
         steps = []
         stop_daemon(allocation, config, with_containers=True)
         steps.append(f"stopped {t.service_unit} and its containers")
-        _release_units(t)
+        _release_units(allocation)
         steps.append(f"stopped and disabled {t.socket_unit} and its authorization plugin")
-        network.remove_bridge_files(allocation)
-        command.run([command.which("ip"), "link", "delete", t.bridge], check=False, timeout=10)
-        steps.append(f"removed bridge {t.bridge} and its networkd files")
+        for path in layout.host_files:
+            _remove_host_file(path)
+        steps.append(f"removed {', '.join(str(p) for p in layout.host_files)}")
+        command.run([command.which("ip"), "link", "delete", layout.bridge], check=False,
+                    timeout=10)  # fmt: skip
+        steps.append(f"removed bridge {layout.bridge}")
         registry.remove(user)
         network.sync_firewall(registry.all(), config)
         steps.append("removed its firewall entries and its registry entry")
@@ -256,7 +261,7 @@ def remove(user: str, config: Config, *, purge: bool) -> list[str]:
         steps.append(_purge(t))
     else:
         # Kept on purpose: `dtenant verify` does not count it as a lost tenant.
-        (t.state_dir / REMOVED_MARK).write_text(f"removed by `dtenant remove {user}`\n")
+        desired.removed_mark(t.state_dir).write_text(f"removed by `dtenant remove {user}`\n")
         steps.append(f"kept {t.state_dir} (`dtenant provision {user}` would use it again)")
     log.log(f"tenant removed{' with its data' if purge else ''}", priority=log.NOTICE,
             user=user, step="remove")  # fmt: skip

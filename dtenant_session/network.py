@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from dtenant_session import command, files, render
+from dtenant_session import command, render
 from dtenant_session.config import Config
 from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation
@@ -50,19 +50,6 @@ def bridge_slots_in_use() -> set[int]:
         if number != name and number.isdigit():
             slots.add(int(number))
     return slots
-
-
-def write_bridge_files(allocation: Allocation) -> bool:
-    """The tenant's .netdev and .network; True when networkd must reload."""
-    tenant = allocation.tenant
-    changed = files.write_if_changed(tenant.netdev_file, render.netdev(allocation))
-    return files.write_if_changed(tenant.network_file, render.network(allocation)) or changed
-
-
-def remove_bridge_files(allocation: Allocation) -> bool:
-    tenant = allocation.tenant
-    removed = files.remove(tenant.netdev_file)
-    return files.remove(tenant.network_file) or removed
 
 
 def bridge_address(bridge: str) -> str | None:

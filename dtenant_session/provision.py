@@ -16,12 +16,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dtenant_session import (
+    desired,
     files,
     idmap,
     lifecycle,
     network,
+    ownerstamp,
     paths,
-    render,
     stamp,
     standing,
     subid,
@@ -29,7 +30,6 @@ from dtenant_session import (
     tenant,
     trusted,
     upgrade,
-    verify,
 )
 from dtenant_session.config import Config
 from dtenant_session.errors import DtenantError
@@ -71,25 +71,20 @@ def tenant_lock(user: str, timeout: float) -> Iterator[None]:
         os.close(fd)
 
 
-def _directories(allocation: Allocation) -> None:
-    t = allocation.tenant
-    (t.state_dir / "REMOVED").unlink(missing_ok=True)  # provisioned again after a removal
+def _directories(wanted: desired.TenantState) -> None:
+    t = wanted.allocation.tenant
+    desired.removed_mark(t.state_dir).unlink(missing_ok=True)  # provisioned again
     # Root's alone on the host: a process running as the tenant's container root (a
     # set-user-ID file a container made in a bind) gets no further. The daemon sees its
     # own directories in its namespace, below traversable parents (docker@.service).
     for directory in (paths.STATE_DIR, paths.TENANTS_DIR, paths.RUN_DIR, paths.RUN_TENANTS_DIR):
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
-    for own in (t.state_dir, t.data_root, t.run_dir):
-        own.mkdir(mode=0o710, exist_ok=True)
-        os.chown(own, 0, t.id_base, follow_symlinks=False)
-        os.chmod(own, 0o710, follow_symlinks=False)  # noqa: S103 - its container root's group
-    # Made here as dockerd would make it: the shared directory it sits in is read-only
-    # to the daemon.
-    t.bundle_dir.mkdir(mode=0o700, exist_ok=True)
-    os.chown(t.bundle_dir, t.id_base, t.id_base, follow_symlinks=False)
-    os.chmod(t.bundle_dir, 0o700, follow_symlinks=False)
-    verify.write_owner_stamp(t.user, t.uid)
+    for own in wanted.directories:
+        own.path.mkdir(mode=own.mode, exist_ok=True)
+        os.chown(own.path, own.uid, own.gid, follow_symlinks=False)
+        os.chmod(own.path, own.mode, follow_symlinks=False)
+    ownerstamp.claim(t.user, t.uid)
     # Root's alone from the start (the reaper and the plugin only set its mtime).
     files.make_private(Path(paths.activity_path(t.user)), create=True)
 
@@ -101,7 +96,7 @@ def id_space(config: Config) -> IdSpace:
     return IdSpace(config.userns.subid_base, tuple((r.start, r.end) for r in ranges))
 
 
-def bind_roots(config: Config, account: tenant.Account) -> list[str]:
+def bind_roots(config: Config, account: tenant.Account) -> tuple[str, ...]:
     """The user's bind roots as real paths: the only places of the host (besides its own
     state) where the tenant's daemon may write."""
     roots = []
@@ -110,7 +105,14 @@ def bind_roots(config: Config, account: tenant.Account) -> list[str]:
         resolved = trusted.owned_directory(path, account.uid)
         if resolved is not None:
             roots.append(resolved)
-    return roots
+    return tuple(roots)
+
+
+def desired_state(allocation: Allocation, config: Config, account: tenant.Account
+                  ) -> desired.TenantState:  # fmt: skip
+    """The tenant's desired state, with what it needs of the account looked up now."""
+    facts = desired.Account(gid=account.gid, bind_roots=bind_roots(config, account))
+    return desired.state(allocation, config, facts)
 
 
 def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = False) -> Outcome:
@@ -182,28 +184,16 @@ def _converge(
     outcome: Outcome,
 ) -> None:
     t = allocation.tenant
+    wanted = desired_state(allocation, config, account)
     if idmap.ensure(t):
         outcome.steps.append(f"created {t.root_account} (uid and gid {t.id_base}), container root")
     for file in subid.reserve(t.id_base):
-        outcome.steps.append(f"reserved {t.id_base}-{t.id_base + subid.ID_BLOCK - 1} in {file}")
-    _directories(allocation)
-    for host_file, own in ((subid.SUBUID, t.uid), (subid.SUBGID, account.gid)):
-        path = t.subid_files[host_file]
-        if files.write_if_changed(path, subid.private_text(t.id_base, own), mode=files.PRIVATE):
-            outcome.steps.append(f"wrote {path}: the daemon's map")
-    if files.write_if_changed(
-        t.daemon_json, render.daemon_json(allocation, config), mode=files.PRIVATE
-    ):
-        outcome.steps.append(f"wrote {t.daemon_json}")
-    units_changed = files.write_if_changed(
-        t.service_dropin, render.service_dropin(allocation, bind_roots(config, account))
-    )
-    units_changed |= files.write_if_changed(t.socket_dropin, render.socket_dropin(allocation))
-    if units_changed:
-        outcome.steps.append(f"wrote {t.service_dropin} and {t.socket_dropin}")
+        outcome.steps.append(f"reserved {wanted.id_reservation} in {file}")
+    _directories(wanted)
+    written = [f for f in wanted.files if files.write_if_changed(f.path, f.content, f.mode)]
+    outcome.steps += [f"wrote {f.path}" for f in written]
+    units_changed = any(f.units for f in written)
     outcome.steps.append(f"firewall: {network.add_to_firewall(allocation, everyone, config)}")
-    if network.write_bridge_files(allocation):
-        outcome.steps.append(f"wrote networkd files for {t.bridge}")
 
     async def units(bus: systemd.Bus) -> None:
         if units_changed:
@@ -212,8 +202,9 @@ def _converge(
         # next start is not held back by the failures that came before.
         await bus.stop(f"dtenant-daemon-failed@{t.instance}.service")
         await bus.reset_failed(t.service_unit)
-        await bus.enable([t.socket_unit])
-        await bus.start(t.socket_unit)
+        await bus.enable(list(wanted.enabled))
+        for unit in wanted.enabled:
+            await bus.start(unit)
 
     outcome.steps.append(f"bridge {t.bridge}: {network.ensure_bridge(allocation)}")
     systemd.run(units, timeout=config.hook.time_limit)

@@ -8,15 +8,13 @@ disagree are reported, not guessed.
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import os
 import pwd
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from dtenant_session import paths, subid, verify
+from dtenant_session import desired, paths
 from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation, Registry, RegistryError
 
@@ -29,36 +27,17 @@ class Recovery:
 
 
 def from_disk(user: str) -> Allocation:
-    """One tenant's allocation as its files describe it."""
+    """One tenant's allocation as its files describe it (desired.recovered)."""
     state = Path(paths.TENANTS_DIR) / user
     try:
-        daemon = json.loads((state / "daemon.json").read_text())
-        bridge = daemon["bridge"]
-        pool = daemon["default-address-pools"][0]["base"]
-        slot = int(bridge.removeprefix("dtenant"))
-        network = Path(paths.NETWORKD_DIR) / f"60-{bridge}.network"
-        address = next(line.split("=", 1)[1] for line in network.read_text().splitlines()
-                       if line.startswith("Address="))  # fmt: skip
-        with open(os.path.join(verify.data_root(user), verify.OWNER_STAMP)) as stream:
-            uid = int(json.load(stream)["uid"])
-    except (OSError, ValueError, KeyError, IndexError, StopIteration) as exc:
+        created = (state / "daemon.json").stat().st_mtime
+    except OSError as exc:
         raise DtenantError(f"{user}: cannot recover the allocation from {state}: {exc}") from None
-    subnet = str(ipaddress.IPv4Interface(address.strip()).network)
-    created = (state / "daemon.json").stat().st_mtime
-    return Allocation(user, uid, slot, subnet, pool, created, _home(user, uid),
-                      _id_base(daemon.get("userns-remap", "")))  # fmt: skip
-
-
-def _id_base(remap: str) -> int:
-    """The tenant's container ids, from the account its daemon.json names (0 for 0.1's
-    daemon.json, which named the user: that tenant is moved at the next setup)."""
-    account = remap.split(":", 1)[0]
-    if not account.startswith("_dtenant"):
-        return 0
     try:
-        return pwd.getpwnam(account).pw_uid
-    except KeyError:
-        return int(account.removeprefix("_dtenant")) * subid.ID_BLOCK
+        allocation = desired.recovered(user, Path.read_text, created, home="")
+    except desired.Unrecoverable as exc:
+        raise DtenantError(str(exc)) from None
+    return replace(allocation, home=_home(user, allocation.uid))
 
 
 def _home(user: str, uid: int) -> str:

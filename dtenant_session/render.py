@@ -181,13 +181,18 @@ def _same_tenant_pairs(allocation: Allocation) -> list[str]:
     return [f"{src} . {dst}" for src in ranges for dst in ranges]
 
 
+def firewall_elements(allocation: Allocation) -> dict[str, tuple[str, ...]]:
+    """The tenant's elements in each set of dtenant's table."""
+    return {
+        "tenant_nets": (allocation.bridge_subnet, allocation.networks_pool),
+        "same_tenant": tuple(_same_tenant_pairs(allocation)),
+    }
+
+
 def nft_add_tenant(allocation: Allocation) -> str:
     """One tenant's elements, added to dtenant's table as it stands (fails if missing)."""
-    return (
-        f"add element inet dtenant tenant_nets {{ {allocation.bridge_subnet}, "
-        f"{allocation.networks_pool} }}\n"
-        f"add element inet dtenant same_tenant {{ {', '.join(_same_tenant_pairs(allocation))} }}\n"
-    )
+    return "".join(f"add element inet dtenant {name} {{ {', '.join(elements)} }}\n"
+                   for name, elements in firewall_elements(allocation).items())  # fmt: skip
 
 
 def nft_ruleset(allocations: Sequence[Allocation], isolation: str) -> str:

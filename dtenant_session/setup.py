@@ -9,11 +9,11 @@ from dtenant_session import (
     files,
     log,
     network,
+    ownerstamp,
     paths,
     render,
     stamp,
     systemd,
-    verify,
 )
 from dtenant_session.config import Config
 from dtenant_session.errors import DtenantError
@@ -34,7 +34,7 @@ def apply(config: Config) -> list[str]:
     # Written world-readable by earlier versions; provisioning writes them 0600.
     tenants = [a.tenant for a in allocations]
     private = [files.make_private(f) for t in tenants
-               for f in (t.daemon_json, t.data_root / verify.OWNER_STAMP)]  # fmt: skip
+               for f in (t.daemon_json, t.data_root / ownerstamp.NAME)]  # fmt: skip
     if any(private):
         steps.append(f"{sum(private)} tenant files made readable by root only")
     reload = False

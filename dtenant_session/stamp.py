@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 
-from dtenant_session import __version__, paths
+from dtenant_session import __version__, files, paths
 
 
 def _config_paths() -> list[str]:
@@ -44,12 +44,9 @@ def is_current(user: str) -> bool:
 
 def write(user: str) -> None:
     os.makedirs(paths.STAMPS_DIR, mode=0o700, exist_ok=True)
-    temporary = os.path.join(paths.STAMPS_DIR, f".{user}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as stream:
-        os.fchmod(fd, 0o600)  # root's alone: the hook only looks at its mtime
-        stream.write(f"provisioned by dtenant {__version__}\n")
-    os.replace(temporary, paths.stamp_path(user))
+    # Written every time: the hook compares its mtime with the configuration's.
+    files.replace(paths.stamp_path(user), f"provisioned by dtenant {__version__}\n",
+                  files.PRIVATE)  # fmt: skip
 
 
 def forget(user: str) -> None:

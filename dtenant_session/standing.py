@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from dtenant_session import verify
+from dtenant_session import prestart
 from dtenant_session.registry import Allocation
 from dtenant_session.tenant import Account
 
@@ -35,7 +35,7 @@ def who(name: str, uid: int) -> str:
 
 
 def advice(user: str) -> str:
-    return verify.orphan_advice(user)
+    return prestart.orphan_advice(user)
 
 
 def standing(

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from dtenant_session import files
 from dtenant_session.errors import DtenantError
 
 SUBUID = "/etc/subuid"
@@ -202,16 +203,6 @@ def _stale(lock: str) -> bool:
     return pid > 0 and not os.path.exists(f"/proc/{pid}")
 
 
-def _replace(file: str, content: str) -> None:
-    temporary = f"{file}+dtenant"
-    with open(temporary, "w") as stream:
-        stream.write(content)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, file)
-
-
 def read(file: str) -> str:
     try:
         with open(file) as stream:
@@ -225,7 +216,7 @@ def edit(file: str, change: Callable[[str], str | None]) -> bool:
         content = change(read(file))
         if content is None:
             return False
-        _replace(file, content)
+        files.replace(file, content, 0o644)
         return True
 
 

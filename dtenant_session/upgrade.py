@@ -10,7 +10,7 @@ to the new map (idshift.py, resumable), and the lines 0.1 wrote are taken out of
 
 from __future__ import annotations
 
-from dtenant_session import idshift, lifecycle, log, subid, systemd, tenant, verify
+from dtenant_session import idshift, lifecycle, log, ownerstamp, subid, systemd, tenant
 from dtenant_session.config import Config
 from dtenant_session.registry import Allocation, IdSpace, Registry
 
@@ -22,7 +22,7 @@ def map_tenant(
 ) -> Allocation:
     """Give a 0.1 tenant its id block and move its data there; returns the new allocation."""
     account = tenant.lookup(allocation.user)
-    data_root = verify.data_root(allocation.user)
+    data_root = ownerstamp.data_root(allocation.user)
     # The old maps are read before anything changes the files (a resumed move has them).
     move = idshift.Move.load(data_root)
     old_uids = subid.docker_selection(subid.read(subid.SUBUID), account.uid, account.name)

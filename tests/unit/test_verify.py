@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from dtenant_session import mountinfo, paths, verify
+from dtenant_session import mountinfo, ownerstamp, paths, prestart
 
 MOUNTS = mountinfo.parse(
     "23 1 254:0 / / rw - ext4 /dev/vda rw\n"
@@ -20,15 +20,15 @@ def test_proc_locks_maps_device_and_inode_to_holders() -> None:
         "2: POSIX  ADVISORY  WRITE 77 00:2d:9 0 EOF\n"
         "2: -> FLOCK  ADVISORY  WRITE 99 fe:00:1311 0 EOF\n"
     )
-    assert verify.proc_locks(text) == {(254, 0, 1311): [4242], (0, 45, 9): [77]}
+    assert prestart.proc_locks(text) == {(254, 0, 1311): [4242], (0, 45, 9): [77]}
 
 
 def test_unit_of_reads_v1_and_v2_cgroup_files() -> None:
     hybrid = "9:name=systemd:/system.slice/system-docker.slice/docker@alice.service\n4:memory:/x\n"
     unified = "0::/user.slice/user-1000.slice/session-3.scope\n"
-    assert verify.unit_of(hybrid) == "docker@alice.service"
-    assert verify.unit_of(unified) == "session-3.scope"
-    assert verify.unit_of("0::/\n") == ""
+    assert prestart.unit_of(hybrid) == "docker@alice.service"
+    assert prestart.unit_of(unified) == "session-3.scope"
+    assert prestart.unit_of("0::/\n") == ""
 
 
 def test_bbolt_files_are_recognised_by_their_magic(tmp_path: Path) -> None:
@@ -42,30 +42,30 @@ def test_bbolt_files_are_recognised_by_their_magic(tmp_path: Path) -> None:
     (layer / "user.db").write_bytes(bolt.read_bytes())  # container content: not the daemon's
     os.mkfifo(tmp_path / "volumes" / "fifo.db")  # never opened: it would block
     (tmp_path / "link.db").symlink_to(bolt)  # never followed
-    found, incomplete = verify.bbolt_files(str(tmp_path))
+    found, incomplete = prestart.bbolt_files(str(tmp_path))
     assert [b.path for b in found] == [str(bolt)]
     assert incomplete == ""
     assert not found[0].locked
 
 
 def test_filesystem_location_sees_through_bind_mounts() -> None:
-    bob = verify.filesystem_location("/var/lib/dtenant/tenants/bob/docker", MOUNTS)
+    bob = prestart.filesystem_location("/var/lib/dtenant/tenants/bob/docker", MOUNTS)
     assert bob == ("254:0", "/srv/tenants/alice", "ext4")
-    assert verify.nested("/srv/tenants/alice", "/srv/tenants/alice/sub")
-    assert not verify.nested("/srv/tenants/alice", "/srv/tenants/alice2")
+    assert prestart.nested("/srv/tenants/alice", "/srv/tenants/alice/sub")
+    assert not prestart.nested("/srv/tenants/alice", "/srv/tenants/alice2")
 
 
 def test_network_filesystems_are_refused() -> None:
-    findings = verify.check_filesystem("carol", MOUNTS)
+    findings = prestart.check_filesystem("carol", MOUNTS)
     assert findings
     assert "nfs4" in findings[0].problem
 
 
 def test_owner_stamp_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(paths, "TENANTS_DIR", str(tmp_path))
-    os.makedirs(verify.data_root("alice"))
-    verify.write_owner_stamp("alice", 1000)
-    assert verify.check_owner("alice", 1000) == []
-    other = verify.check_owner("alice", 2000)
+    os.makedirs(ownerstamp.data_root("alice"))
+    ownerstamp.claim("alice", 1000)
+    assert prestart.check_owner("alice", 1000) == []
+    other = prestart.check_owner("alice", 2000)
     assert other
     assert "belongs to tenant 'alice' (uid 1000)" in other[0].problem

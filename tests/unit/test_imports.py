@@ -1,0 +1,49 @@
+"""What the programs on every login, every daemon start and every API request import:
+the standard library and a few of dtenant's own modules, nothing else (each import costs
+start-up time on those paths, and a third-party module would put its bugs there)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+PROBE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+before = set(sys.modules)
+for name in sys.argv[2:]:
+    __import__(name)
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+OWN = "dtenant_session"
+
+
+@pytest.mark.parametrize(
+    ("program", "modules", "allowed"),
+    [
+        # the PAM hook's cold path (libexec/provision-at-login)
+        ("login", ["dtenant_session.login"], {"login", "config", "errors", "paths", "policy",
+                                              "trusted"}),
+        # ExecStartPre of every daemon (libexec/check-tenant)
+        ("check-tenant", ["dtenant_session.prestart"], {"prestart", "files", "mountinfo",
+                                                        "ownerstamp", "paths", "treewalk"}),
+        # the authorization plugin, with what it loads for its first request
+        ("authz", ["dtenant_session.authz", "dtenant_session.policy", "dtenant_session.config"],
+         {"authz", "activity", "config", "dockerapi", "errors", "paths", "policy", "trusted"}),
+    ],
+)  # fmt: skip
+def test_hot_programs_import_only_the_standard_library(
+    program: str, modules: list[str], allowed: set[str]
+) -> None:
+    loaded = json.loads(subprocess.run([sys.executable, "-I", "-c", PROBE, str(CHECKOUT),
+                                        *modules], capture_output=True, text=True,
+                                       check=True).stdout)  # fmt: skip
+    foreign = [m for m in loaded if m.split(".")[0] not in sys.stdlib_module_names | {OWN}]
+    assert foreign == [], f"{program} imports {foreign}"
+    own = {m.removeprefix(f"{OWN}.") for m in loaded if m.startswith(f"{OWN}.")}
+    assert own == allowed, f"{program} imports {sorted(own - allowed)} beyond what it did"
