@@ -2,7 +2,8 @@
 
 Plain strings, standard library only: the pre-start check of every daemon reads this
 module and must not pay for pathlib (about 8 ms of imports). Callers wrap them in Path
-as needed. pam/pam-hook.sh spells the same paths out in shell.
+as needed. The shell hook, pam_env's file, the units, tmpfiles and the maintainer
+scripts spell the same paths out; tests/unit/test_paths.py fails when they drift.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ RUN_TENANTS_DIR = f"{RUN_DIR}/tenants"
 
 NETWORKD_DIR = "/etc/systemd/network"
 SYSTEMD_DIR = "/etc/systemd/system"  # per-tenant drop-ins of docker@USER.{service,socket}
-HOOK = "/usr/lib/dtenant/pam-hook"  # pam/pam-hook-exec.c, static; it runs pam-hook.sh
+LIBEXEC_DIR = "/usr/lib/dtenant"  # programs units and PAM run (packaging/libexec)
+HOOK = f"{LIBEXEC_DIR}/pam-hook"  # pam/pam-hook-exec.c, static; it runs pam-hook.sh
 PAM_PROFILE = "/usr/share/pam-configs/dtenant"
 
 
