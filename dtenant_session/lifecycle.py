@@ -50,6 +50,7 @@ def stop_daemon(allocation: Allocation, config: Config, *, with_containers: bool
 
         async def stop(bus: systemd.Bus) -> None:
             await bus.stop(t.service_unit)
+            await _deliberate(bus, t)
 
         systemd.run(stop, timeout=300)
         return
@@ -66,10 +67,18 @@ def stop_daemon(allocation: Allocation, config: Config, *, with_containers: bool
                 await bus.signal_main(t.service_unit, signal.SIGHUP)
                 await _live_restore_off(t.user)
             await bus.stop(t.service_unit)
+            await _deliberate(bus, t)
 
         systemd.run(reload_and_stop, timeout=300)
     finally:
         files.write_if_changed(t.daemon_json, original, mode=files.PRIVATE)
+
+
+async def _deliberate(bus: systemd.Bus, t: Tenant) -> None:
+    """A stop dtenant made on purpose does not count towards the daemon's start limit
+    (ResetFailed resets it): the user's next command starts it, however many stops came
+    in the last minute."""
+    await bus.reset_failed(t.service_unit)
 
 
 async def _live_restore_off(user: str, timeout: float = 20.0) -> None:

@@ -136,6 +136,20 @@ def slice_limits(config: Config) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reap_timer_dropin(config: Config) -> str:
+    """dtenant-reap.timer.d/interval.conf: a pass reap.interval seconds after boot (or
+    at once, when a timer that never fired is re-armed by a daemon-reload), then every
+    reap.interval seconds after the last pass began."""
+    interval = config.reap.interval
+    return (
+        "# Written by `dtenant setup` from reap.interval in /etc/dtenant/dtenant.toml.\n"
+        "# An empty setting resets every monotonic trigger of the timer, OnBootSec= too\n"
+        "# (systemd.timer(5)): each is given again below.\n"
+        f"[Timer]\nOnUnitActiveSec=\nOnBootSec={interval}\nOnUnitActiveSec={interval}\n"
+        f"AccuracySec={max(1, min(30, interval // 10))}s\n"
+    )
+
+
 def pam_session_lines(config: Config) -> list[tuple[str, str]]:
     """(control, module and arguments): the hook, then DOCKER_HOST for eligible users only.
 

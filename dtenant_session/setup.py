@@ -76,7 +76,4 @@ REAP_INTERVAL_DROPIN = "/etc/systemd/system/dtenant-reap.timer.d/interval.conf"
 
 
 def reap_interval_dropin(config: Config) -> str:
-    return (
-        "# Written by `dtenant setup` from reap.interval in /etc/dtenant/dtenant.toml.\n"
-        f"[Timer]\nOnUnitActiveSec=\nOnUnitActiveSec={config.reap.interval}\n"
-    )
+    return render.reap_timer_dropin(config)

@@ -292,3 +292,45 @@ def test_a_foreign_stamp_is_reported_and_refused(lab: host.Lab, victim: str) -> 
         lab.run(["tee", stamp], input=original)
         _reset(lab, victim)
     assert lab.ssh(victim, "docker ps -q").returncode == 0
+
+
+def _next_elapse(lab: host.Lab) -> str:
+    return lab.run(["systemctl", "show", "-p", "NextElapseUSecMonotonic", "--value",
+                    "dtenant-reap.timer"]).stdout.strip()  # fmt: skip
+
+
+def test_the_timer_alone_stops_an_idle_daemon(lab: host.Lab, idler: str) -> None:
+    """The reaper is the timer's job: no `dtenant reap` by hand. Armed after `dtenant
+    setup` and after a daemon-reload, it elapses at the configured interval."""
+    lab.run(["mkdir", "-p", "/etc/dtenant/dtenant.toml.d"])
+    lab.run(["tee", SHORT_REAP], input="[reap]\ninterval = 10\nidle_timeout = 1\n")
+    try:
+        lab.run(["dtenant", "setup"])
+        lab.run(["systemctl", "daemon-reload"])
+        assert _next_elapse(lab) not in ("", "0", "infinity")
+        lab.ssh(idler, "docker ps -q")
+        assert _state(lab, "docker@idler.service") == "active"
+        deadline = time.monotonic() + 120
+        while _state(lab, "docker@idler.service") == "active":
+            assert time.monotonic() < deadline, "the timer never stopped the idle daemon"
+            time.sleep(2)
+        runs = lab.run(["journalctl", "-q", "-u", "dtenant-reap.service", "-o", "cat"]).stdout
+        assert "idler" in runs or "Finished" in runs, runs
+        assert _next_elapse(lab) not in ("", "0", "infinity")  # and it stays armed
+    finally:
+        lab.run(["rm", "-f", SHORT_REAP])
+        lab.run(["dtenant", "setup"])
+
+
+def test_deliberate_stops_never_lock_the_user_out(
+    lab: host.Lab, idler: str, short_idle_timeout: None
+) -> None:
+    """Five reaper stops in well under a minute, each followed by a docker command (a
+    socket activation): more than the daemon's start limit (3 a minute), yet every
+    command works."""
+    for _ in range(5):
+        assert lab.ssh(idler, "docker ps -q", check=False).returncode == 0
+        time.sleep(1.2)  # idle for longer than idle_timeout
+        reaped = _reap(lab, idler)
+        assert (reaped["action"], reaped["done"]) == ("stop", True), reaped
+    assert lab.ssh(idler, "docker ps -q", check=False).returncode == 0

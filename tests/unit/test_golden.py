@@ -33,6 +33,7 @@ RENDERED: dict[str, Callable[[], str]] = {
     "alice.service-dropin.conf": lambda: render.service_dropin(ALICE, ["/home/alice", "/s/a_b"]),
     "alice.socket-dropin.conf": lambda: render.socket_dropin(ALICE),
     "slice-limits.conf": lambda: render.slice_limits(LIMITED),
+    "reap-timer.conf": lambda: render.reap_timer_dropin(Config()),
     "pam-snippet": lambda: render.pam_snippet(LIMITED),
     "ruleset.nft": lambda: render.nft_ruleset([ALICE, DIGITS], "strict"),
     "ruleset-open.nft": lambda: render.nft_ruleset([ALICE], "open"),
