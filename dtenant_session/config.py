@@ -54,6 +54,13 @@ class Network:
     networks_pool: str = "10.128.0.0/9"
     tenant_pool_prefix: int = 20
     network_prefix: int = 24
+    # What a tenant's daemon (root, in the host's network namespace) may not connect to,
+    # besides the host's own addresses and other tenants' ranges, which it never may:
+    # link-local (cloud metadata services) and networks the administrator lists.
+    daemon_blocked: tuple[str, ...] = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")
+    # Whether a daemon may still reach DNS (port 53) on the host's own addresses, where
+    # the host's resolver often is (systemd-resolved's 127.0.0.53, a local dnsmasq).
+    daemon_dns: bool = True
 
 
 @dataclass(frozen=True)
@@ -252,6 +259,7 @@ def _check(config: Config, merged: dict[str, dict[str, tuple[Any, str]]]) -> Non
             else "must lie between tenant_pool_prefix and 30"),
         ("network", "networks_pool", lambda: _disjoint(
             config.network.networks_pool, config.network.bridge_pool)),
+        ("network", "daemon_blocked", lambda: _networks(config.network.daemon_blocked)),
         ("hook", "time_limit", lambda: None if 0 < config.hook.time_limit <= 120
             else "must be more than 0 and at most 120 seconds"),
         ("reap", "interval", lambda: _at_least(config.reap.interval, 10)),
@@ -293,6 +301,15 @@ def _ipv4(pool: str) -> str | None:
         ipaddress.IPv4Network(pool)
     except ValueError as exc:
         return f"not an IPv4 network: {exc}"
+    return None
+
+
+def _networks(networks: tuple[str, ...]) -> str | None:
+    for network in networks:
+        try:
+            ipaddress.ip_network(network)
+        except ValueError as exc:
+            return f"{network!r} is not an IPv4 or IPv6 network: {exc}"
     return None
 
 

@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from dtenant_session import command, render
+from dtenant_session import command, egress, mountinfo, render
 from dtenant_session.config import Config
 from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation
@@ -109,10 +109,46 @@ def link_addresses() -> dict[str, set[str]]:
 
 
 def sync_firewall(allocations: Sequence[Allocation], config: Config) -> None:
-    """Replace dtenant's nftables table in one transaction; let tenant traffic forward."""
-    ruleset = render.nft_ruleset(allocations, config.network.isolation)
+    """Replace dtenant's nftables table in one transaction; let tenant traffic forward.
+
+    Without the filter of tenant daemons' own traffic (no cgroup2 hierarchy, no
+    dtenant.slice) the rest is loaded all the same and this fails after: no daemon
+    starts then (egress.before_start), every other tenant's traffic still flows."""
+    prefix, daemon_egress = _daemon_egress(allocations, config)
+    ruleset = render.nft_ruleset(allocations, config.network.isolation, daemon_egress)
     command.run([command.which("nft"), "-f", "-"], input=ruleset, timeout=30)
     _let_tenant_traffic_through(config)
+    if not daemon_egress:
+        where = f"{egress.SYSFS_CGROUP}/{prefix}{egress.TOP_SLICE}" if prefix is not None else (
+            f"a cgroup2 hierarchy below {egress.SYSFS_CGROUP}")  # fmt: skip
+        raise NetworkError(f"no {where}: tenant daemons' own traffic cannot be filtered, "
+                           "so none of them will start")  # fmt: skip
+
+
+def _daemon_egress(allocations: Sequence[Allocation], config: Config) -> tuple[str | None, str]:
+    """(cgroup2 prefix, the chains filtering daemons' own traffic, "" when impossible)."""
+    prefix = egress.cgroup2_prefix(mountinfo.read())
+    if prefix is None:
+        return None, ""
+    top = f"{prefix}{egress.TOP_SLICE}"
+    if not egress.existing(top):
+        # Active from boot (dtenant-firewall.service wants it) and never empty after.
+        command.run([command.which("systemctl"), "start", egress.TOP_SLICE], check=False)
+        if not egress.existing(top):
+            return prefix, ""
+    own = [(a.tenant.slice, a) for a in allocations if egress.existing(f"{top}/{a.tenant.slice}")]
+    return prefix, render.nft_daemon_egress(prefix, own, config.network)
+
+
+def sync_from_registry() -> None:
+    """`dtenant firewall sync`: the table from the registry and the configuration."""
+    from dtenant_session import config
+    from dtenant_session.registry import Registry
+
+    settings = config.load()
+    with Registry() as registry:
+        allocations = registry.all()
+    sync_firewall(allocations, settings)
 
 
 def add_to_firewall(allocation: Allocation, everyone: Sequence[Allocation], config: Config) -> str:

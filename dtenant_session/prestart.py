@@ -468,6 +468,22 @@ def wait_for_bridge(user: str, timeout: float = 10.0) -> list[Finding]:
     return []
 
 
+def check_daemon_egress(user: str) -> list[Finding]:
+    """The daemon about to start (in this check's cgroup) can fetch nothing from the
+    host's loopback, link-local or listed networks, or other tenants (egress.py)."""
+    from dtenant_session import egress
+
+    def sync() -> None:
+        from dtenant_session import network  # rare path: keep the common one light
+
+        network.sync_from_registry()
+
+    problem = egress.before_start(user, sync)
+    if problem is None:
+        return []
+    return [Finding(user, "firewall", problem, advice="see `dtenant firewall sync`")]
+
+
 def main_before_start(argv: list[str]) -> int:
     """ExecStartPre of docker@USER.service: one clear line per problem, exit 1 blocks."""
     import sys
@@ -478,6 +494,7 @@ def main_before_start(argv: list[str]) -> int:
     user = argv[0]
     try:
         findings = check_tenant_before_start(user) or wait_for_bridge(user)
+        findings = findings or check_daemon_egress(user)
     except (CannotCheck, OSError) as exc:
         print(f"dtenant: cannot check {user}'s data-root: {exc}", file=sys.stderr)
         return 1

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Sequence
 from typing import Any
 
-from dtenant_session import paths
-from dtenant_session.config import Config, Eligibility
+from dtenant_session import egress, paths
+from dtenant_session.config import Config, Eligibility, Network
 from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation
 
@@ -209,8 +210,9 @@ def nft_add_tenant(allocation: Allocation) -> str:
                    for name, elements in firewall_elements(allocation).items())  # fmt: skip
 
 
-def nft_ruleset(allocations: Sequence[Allocation], isolation: str) -> str:
-    """dtenant's own nftables table, replaced atomically: NAT out, isolation between."""
+def nft_ruleset(allocations: Sequence[Allocation], isolation: str, daemon_egress: str = "") -> str:
+    """dtenant's own nftables table, replaced atomically: NAT out, isolation between,
+    and `daemon_egress` (nft_daemon_egress)."""
     nets = [a.bridge_subnet for a in allocations] + [a.networks_pool for a in allocations]
     same = [pair for a in allocations for pair in _same_tenant_pairs(a)]
     nets_elements = f"elements = {{ {', '.join(nets)} }}" if nets else ""
@@ -232,5 +234,66 @@ def nft_ruleset(allocations: Sequence[Allocation], isolation: str) -> str:
         f"{isolate}\t}}\n"
         "\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n"
         "\t\tip saddr @tenant_nets ip daddr != @tenant_nets masquerade\n\t}\n"
-        "}\n"
+        f"{daemon_egress}}}\n"
     )
+
+
+# The level nft's `socket cgroupv2` compares is counted from the root of the whole
+# hierarchy on kernels before 6.11 (and their stable lines without the change), from the
+# loading process's cgroup namespace after: on a host that is itself a container,
+# dtenant.slice may lie deeper than level 1. A cgroup's id is found at one level only, so
+# a rule for each level up to this one matches the slice wherever it lies; the pre-start
+# check refuses a daemon none of them matches (egress.py).
+CGROUP_LEVELS = range(1, 9)
+REFUSE = "reject with icmpx type admin-prohibited"  # connect(): "no route to host"
+
+
+def nft_daemon_egress(prefix: str, own: Sequence[tuple[str, Allocation]], net: Network) -> str:
+    """Chains of dtenant's table that filter what tenant daemons (every process below
+    dtenant.slice: dockerd, git, containerd, docker-proxy) connect to: not the host's own
+    addresses (its loopback and every address of the host, which a local connection
+    reaches through `lo`, past input rules for outside traffic) but DNS, not another
+    tenant's range, nothing in network.daemon_blocked. Its own range stays open to a
+    daemon (docker-proxy), by its slice's cgroup: `own` pairs a slice's path below
+    dtenant.slice with its allocation. `prefix`: egress.cgroup2_prefix."""
+    top = f"{prefix}{egress.TOP_SLICE}"
+    elements = ", ".join(
+        egress.own_elements(f"{top}/{tenant_slice}", (a.bridge_subnet, a.networks_pool))
+        for tenant_slice, a in own
+    )
+    dispatch = "".join(
+        f'\t\tsocket cgroupv2 level {level} "{top}" goto daemon_from_{level}\n'
+        for level in CGROUP_LEVELS
+    )
+    per_level = "".join(
+        f"\tchain daemon_from_{level} {{\n"
+        f"\t\tsocket cgroupv2 level {level + 1} . ip daddr @daemon_own accept\n"
+        "\t\tgoto daemon_egress\n\t}\n"
+        for level in CGROUP_LEVELS
+    )
+    return (
+        "\tset daemon_own {\n\t\ttypeof socket cgroupv2 level 2 . ip daddr; flags interval;\n"
+        f"\t\t{f'elements = {{ {elements} }}' if elements else ''}\n\t}}\n"
+        "\tchain daemon_out {\n\t\ttype filter hook output priority filter; policy accept;\n"
+        "\t\tct state established,related accept\n"
+        f"{dispatch}\t}}\n{per_level}"
+        f"\tchain daemon_egress {{\n{_daemon_refusals(net)}\t}}\n"
+    )
+
+
+def _daemon_refusals(net: Network) -> str:
+    blocked = [ipaddress.ip_network(n) for n in net.daemon_blocked]
+    v4 = ", ".join(str(n) for n in blocked if n.version == 4)
+    v6 = ", ".join(str(n) for n in blocked if n.version == 6)
+    rules = []
+    if net.daemon_dns:
+        rules.append('fib daddr type local meta l4proto { tcp, udp } th dport 53 accept '
+                     'comment "the host\'s resolver"')  # fmt: skip
+    rules.append(f'fib daddr type local counter {REFUSE} comment "the host\'s own addresses"')
+    rules.append(f"ip daddr {{ {net.bridge_pool}, {net.networks_pool} }} counter {REFUSE} "
+                 "comment \"other tenants' ranges\"")  # fmt: skip
+    if v4:
+        rules.append(f'ip daddr {{ {v4} }} counter {REFUSE} comment "network.daemon_blocked"')
+    if v6:
+        rules.append(f'ip6 daddr {{ {v6} }} counter {REFUSE} comment "network.daemon_blocked"')
+    return "".join(f"\t\t{rule}\n" for rule in rules)

@@ -293,3 +293,9 @@ def test_a_bind_root_must_be_the_users_own_below_root_only_directories(tmp_path:
     os.chown(home, 1234, 1234)
     with pytest.raises(trusted.Untrusted, match="symlink owned by"):
         trusted.owned_directory(str(tmp_path / "link"), 1234, below)
+
+
+def test_daemon_blocked_networks_must_be_networks(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match=r"network\.daemon_blocked.*'metadata'"):
+        _load(tmp_path, '[network]\ndaemon_blocked = ["169.254.0.0/16", "metadata"]\n')
+    assert _load(tmp_path, "[network]\ndaemon_blocked = []\n").network.daemon_blocked == ()
