@@ -10,7 +10,6 @@ from dataclasses import asdict
 
 from dtenant_session import __version__
 from dtenant_session.errors import DtenantError
-from dtenant_session.lab import cli as lab_cli
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -237,7 +236,6 @@ def build_parser() -> argparse.ArgumentParser:
         "rebuild", help="recover a broken registry from the tenants' files on disk"
     )
     rebuild.set_defaults(handler=_registry_rebuild)
-    lab_cli.add_parser(commands)
     return parser
 
 
@@ -247,8 +245,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except lab_cli.UsageError as exc:
-        parser.error(str(exc))
     except DtenantError as exc:
         print(f"dtenant: {exc}", file=sys.stderr)
         return 1
