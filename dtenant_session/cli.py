@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
-from dtenant_session import __version__
+from dtenant_session import __version__, log
 from dtenant_session.errors import DtenantError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="A Docker daemon of their own for every user of a shared Linux host.",
     )
     parser.add_argument("--version", action="version", version=f"dtenant {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="trace every command, D-Bus call and decision with its duration "
+                             "on stderr and to the journal (as DTENANT_DEBUG=1 does)")  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Handler, text: str) -> argparse.ArgumentParser:
@@ -242,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.debug:
+        log.enable_debug(stderr=True)
     handler: Handler = args.handler
     try:
         return handler(args)
