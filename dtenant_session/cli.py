@@ -8,9 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
-from dtenant_session import __version__
+from dtenant_session import __version__, log
 from dtenant_session.errors import DtenantError
-from dtenant_session.lab import cli as lab_cli
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -182,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="A Docker daemon of their own for every user of a shared Linux host.",
     )
     parser.add_argument("--version", action="version", version=f"dtenant {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="trace every command, D-Bus call and decision with its duration "
+                             "on stderr and to the journal (as DTENANT_DEBUG=1 does)")  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Handler, text: str) -> argparse.ArgumentParser:
@@ -237,18 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
         "rebuild", help="recover a broken registry from the tenants' files on disk"
     )
     rebuild.set_defaults(handler=_registry_rebuild)
-    lab_cli.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.debug:
+        log.enable_debug(stderr=True)
     handler: Handler = args.handler
     try:
         return handler(args)
-    except lab_cli.UsageError as exc:
-        parser.error(str(exc))
     except DtenantError as exc:
         print(f"dtenant: {exc}", file=sys.stderr)
         return 1

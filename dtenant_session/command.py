@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dtenant_session import log
 from dtenant_session.errors import DtenantError
 
 # Where programs are looked up: a fixed list, never the caller's PATH (a PAM hook gets
@@ -72,6 +74,7 @@ def run(
     if not args or not args[0].startswith("/"):
         raise ValueError(f"command must start with an absolute path: {args!r}")
     data = input.encode() if isinstance(input, str) else input
+    started = time.monotonic()
     try:
         proc = subprocess.run(
             args,
@@ -84,13 +87,30 @@ def run(
             stdin=subprocess.DEVNULL if data is None else None,
         )
     except subprocess.TimeoutExpired as exc:
-        raise CommandError(args, f"timed out after {timeout:g} s", _text(exc.stderr)) from None
+        error = CommandError(args, f"timed out after {timeout:g} s", _text(exc.stderr))
+        _trace(args, error.reason, started)
+        raise error from None
     except OSError as exc:
-        raise CommandError(args, f"could not start: {exc.strerror}") from None
+        error = CommandError(args, f"could not start: {exc.strerror}")
+        _trace(args, error.reason, started)
+        raise error from None
     result = Result(args, proc.returncode, _text(proc.stdout), _text(proc.stderr))
+    _trace(args, _exit_outcome(result), started)
     if check and proc.returncode != 0:
         raise CommandError(args, f"failed with exit code {proc.returncode}", result.stderr)
     return result
+
+
+def _exit_outcome(result: Result) -> str:
+    lines = result.stderr.strip().splitlines()
+    if result.returncode == 0 or not lines:
+        return f"exit {result.returncode}"
+    return f"exit {result.returncode}: {lines[-1]}"
+
+
+def _trace(args: list[str], outcome: str, started: float) -> None:
+    if log.debugging():
+        log.trace("command", f"`{shlex.join(args)}`", outcome, started)
 
 
 def _text(output: bytes | str | None) -> str:

@@ -37,8 +37,9 @@ def _log(message: str, user: str, priority: int = 3) -> None:
 
 
 def cold_path(user: str) -> None:
-    from dtenant_session import config, tenant
+    from dtenant_session import config, log, tenant
 
+    started = time.monotonic()
     try:
         settings = config.load()
     except config.ConfigError as exc:
@@ -46,8 +47,10 @@ def cold_path(user: str) -> None:
         return
     try:
         tenant.check_eligible(tenant.lookup(user), settings.eligibility)
-    except tenant.NotEligible:
+    except tenant.NotEligible as exc:
+        log.trace("decision", f"login {user}", f"not provisioned: {exc}", started, user=user)
         return  # not ours: root, system users, anyone the config excludes
+    log.trace("decision", f"login {user}", "eligible: provision", started, user=user)
     _provision_within(user, settings)
 
 

@@ -12,6 +12,7 @@ CONFIG_DIR = "/etc/dtenant"
 CONFIG_FILE = f"{CONFIG_DIR}/dtenant.toml"
 CONFIG_DROPINS = f"{CONFIG_DIR}/dtenant.toml.d"
 PAM_ENV_CONF = f"{CONFIG_DIR}/pam_env.conf"
+DEBUG_FLAG = f"{CONFIG_DIR}/debug"  # while it exists, every dtenant process traces (log.py)
 
 STATE_DIR = "/var/lib/dtenant"  # registry and every tenant's data (persistent)
 REGISTRY = f"{STATE_DIR}/registry.sqlite3"

@@ -161,8 +161,12 @@ def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> l
     allocations = [a for a in allocations if a.user not in orphans]
     now = time.time()
     by_user = {a.user: a for a in allocations}
+    started = time.monotonic()
     seen = mark_sessions_active(observe(allocations), now)
     decisions = [decide(one, config.reap, now) for one in seen]
+    for decision in decisions:
+        log.trace("decision", f"reap {decision.user}",
+                  f"{decision.action} ({'; '.join(decision.reasons)})", started)  # fmt: skip
     if dry_run:
         return isolated + decisions
     _record_sessions([one.user for one in seen if one.sessions])

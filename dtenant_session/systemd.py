@@ -8,10 +8,12 @@ compatible; switching is this module only.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from dtenant_session import log
 from dtenant_session.errors import DtenantError
 
 SYSTEMD = "org.freedesktop.systemd1"
@@ -52,6 +54,7 @@ class Bus:
         from dbus_next.constants import MessageType
         from dbus_next.message import Message
 
+        started = time.monotonic()
         reply = await self._bus.call(
             Message(
                 destination=destination,
@@ -64,7 +67,9 @@ class Bus:
         )
         if reply.message_type == MessageType.ERROR:
             detail = reply.body[0] if reply.body else ""
+            _trace_call(interface, member, body, f"error {reply.error_name}", started)
             raise BusError(f"{interface}.{member} on {destination}: {reply.error_name}: {detail}")
+        _trace_call(interface, member, body, "ok", started)
         return list(reply.body)
 
     async def _subscribe_jobs(self) -> None:
@@ -91,12 +96,14 @@ class Bus:
     async def _run_job(self, member: str, unit: str, mode: str = "replace") -> None:
         # Subscribe before starting: a fast job may end before we would listen.
         await self._subscribe_jobs()
+        started = time.monotonic()
         (job,) = await self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, member, "ss", [unit, mode])
         result = self._finished.pop(job, None)
         if result is None:
             future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             self._jobs[job] = future
             result = await future
+        log.trace("job", f"{member} {unit}", result, started)
         if result != "done":
             raise BusError(f"{member} {unit}: job {result} (see `journalctl -u {unit}`)")
 
@@ -150,6 +157,18 @@ class Bus:
         return counts
 
 
+def _trace_call(interface: str, member: str, body: list[Any] | None, outcome: str,
+                started: float) -> None:  # fmt: skip
+    if log.debugging():
+        arguments = ", ".join(repr(a) for a in body or [])
+        subject = f"{interface.removeprefix('org.freedesktop.')}.{member}({_shorten(arguments)})"
+        log.trace("dbus", subject, outcome, started)
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 async def _with_bus(action: Callable[[Bus], Awaitable[T]]) -> T:
     import sys
 
@@ -159,10 +178,13 @@ async def _with_bus(action: Callable[[Bus], Awaitable[T]]) -> T:
     from dbus_next.aio.message_bus import MessageBus
     from dbus_next.constants import BusType
 
+    started = time.monotonic()
     try:
         connection = await MessageBus(bus_type=BusType.SYSTEM).connect()
     except Exception as exc:  # noqa: BLE001 - dbus-next raises plain Exception on auth
+        log.trace("dbus", "connect", f"error {exc}", started)
         raise BusError(f"cannot connect to the system bus: {exc}") from None
+    log.trace("dbus", "connect", "ok", started)
     try:
         return await action(Bus(connection))
     finally:

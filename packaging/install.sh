@@ -13,6 +13,9 @@ checkout="$(cd "$(dirname "$0")/.." && pwd)"
 pydir="$destdir/usr/lib/python3/dist-packages"
 
 if [ "$python_too" = yes ]; then
+    # Exactly the checkout's modules, none left over from an earlier install (earlier
+    # versions shipped the labs, a development tool, in the package).
+    rm -rf "$pydir/dtenant_session"
     find "$checkout/dtenant_session" -name '*.py' | while read -r source; do
         relative="${source#"$checkout"/}"
         install -D -m 0644 "$source" "$pydir/$relative"

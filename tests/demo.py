@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dtenant_session import testimage
 from dtenant_session.errors import DtenantError
-from dtenant_session.lab import host
+from tests import testimage
+from tests.lab import host
 from tests.sandbox.conftest import install
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -98,7 +98,8 @@ def main() -> int:
                 host.down(args.name)  # first: printing may fail (a closed pipe)
                 say("the lab is torn down: nothing of it is left on this machine")
             else:
-                show(f"lab kept: `dtenant lab shell {args.name}`, `dtenant lab down {args.name}`")
+                lab_tool = f"cd {CHECKOUT} && python3 -m tests.lab"
+                show(f"lab kept: `{lab_tool} shell {args.name}`, `{lab_tool} down {args.name}`")
     except DtenantError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1

@@ -15,7 +15,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from dtenant_session.lab import host
+from tests.lab import host
 from tests.sandbox.conftest import install
 
 CHECKOUT = Path(__file__).resolve().parents[2]

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from dtenant_session import command, testimage
-from dtenant_session.lab import host
+from dtenant_session import command
+from tests import testimage
+from tests.lab import host
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 # DTENANT_LAB_NAME: several checkouts may run their sandbox tests side by side.

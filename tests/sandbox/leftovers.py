@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dtenant_session import mountinfo
-from dtenant_session.lab import host
-from dtenant_session.lab.paths import LAB_ROOT
+from tests.lab import host
+from tests.lab.paths import LAB_ROOT
 
 FILE_TREES = (
     "/etc", "/var", "/run", "/tmp", "/home", "/srv", "/opt", "/dev", "/root",

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dtenant_session.lab import host
+from tests.lab import host
 from tests.sandbox.conftest import Journal
 
 DROPINS = "/etc/dtenant/dtenant.toml.d"

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dtenant_session.lab import host
+from tests.lab import host
 
 USER = "mallory"
 MARK = "/run/preload-ran-as-root"

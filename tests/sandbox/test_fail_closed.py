@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dtenant_session import testimage
-from dtenant_session.lab import host
+from tests import testimage
+from tests.lab import host
 
 IMAGE = testimage.IMAGE
 RAWAPI = Path(__file__).with_name("rawapi.py")

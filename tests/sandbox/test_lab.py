@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from dtenant_session import testimage
-from dtenant_session.lab import host
+from tests import testimage
+from tests.lab import host
 
 BRIDGE_NETDEV = "[NetDev]\nName=labtest0\nKind=bridge\n"
 BRIDGE_NETWORK = (

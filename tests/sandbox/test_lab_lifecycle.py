@@ -1,4 +1,4 @@
-"""`dtenant lab` leaves nothing on the real machine, even after a crash."""
+"""A lab (`python3 -m tests.lab`) leaves nothing on the real machine, even after a crash."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from dtenant_session import testimage
-from dtenant_session.lab import host
-from dtenant_session.lab.paths import LabPaths
+from tests import testimage
+from tests.lab import host
+from tests.lab.paths import LabPaths
 from tests.sandbox import leftovers
+from tests.sandbox.conftest import CHECKOUT
 
 NAME = "pytest-lifecycle"
 
@@ -43,10 +44,10 @@ def _left_behind(before: leftovers.Snapshot) -> dict[str, list[str]]:
     return kept
 
 
-def _dtenant(*args: str) -> subprocess.CompletedProcess[str]:
+def _lab(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "dtenant_session.cli", *args],
-        capture_output=True, text=True, timeout=180, check=False,
+        [sys.executable, "-m", "tests.lab", *args],
+        capture_output=True, text=True, timeout=180, check=False, cwd=CHECKOUT,
     )  # fmt: skip
 
 
@@ -66,7 +67,7 @@ def test_down_leaves_nothing_behind(clean_machine: leftovers.Snapshot) -> None:
     lab.run(testimage.import_argv(), input=testimage.build())
     lab.run(["docker", "run", "-d", testimage.IMAGE, "sleep", "1000"])
     lab.run(["systemd-run", "--unit=lingering", "/bin/sleep", "1000"])
-    assert _dtenant("lab", "down", NAME).returncode == 0
+    assert _lab("down", NAME).returncode == 0
     assert not LabPaths(NAME).state.exists()
     assert _left_behind(clean_machine) == {}
 
@@ -76,7 +77,7 @@ def test_crashed_lab_is_cleaned_by_next_down(clean_machine: leftovers.Snapshot) 
     os.kill(lab.record.launcher_pid, signal.SIGKILL)
     os.kill(lab.pid, signal.SIGKILL)
     _wait_until_dead()
-    result = _dtenant("lab", "down", NAME)
+    result = _lab("down", NAME)
     assert result.returncode == 0, result.stderr
     assert _left_behind(clean_machine) == {}
 
@@ -93,18 +94,18 @@ def test_crashed_lab_is_cleaned_by_next_up(clean_machine: leftovers.Snapshot) ->
 
 
 def test_cli_verbs(clean_machine: leftovers.Snapshot) -> None:
-    up = _dtenant("lab", "up", NAME)
+    up = _lab("up", NAME)
     assert up.returncode == 0, up.stderr
     assert "booted in" in up.stdout
-    listed = _dtenant("lab", "list")
+    listed = _lab("list")
     assert any(line.split()[:2] == [NAME, "running"] for line in listed.stdout.splitlines())
-    ran = _dtenant("lab", "exec", NAME, "--", "hostname")
+    ran = _lab("exec", NAME, "--", "hostname")
     assert ran.stdout.strip() == f"lab-{NAME}"
-    twice = _dtenant("lab", "up", NAME)
+    twice = _lab("up", NAME)
     assert twice.returncode == 1
     assert "already up" in twice.stderr
     assert "Traceback" not in twice.stderr
-    assert _dtenant("lab", "down", NAME).returncode == 0
-    gone = _dtenant("lab", "exec", NAME, "--", "true")
+    assert _lab("down", NAME).returncode == 0
+    gone = _lab("exec", NAME, "--", "true")
     assert gone.returncode == 1
     assert "not running" in gone.stderr

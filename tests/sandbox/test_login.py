@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from dtenant_session import testimage
-from dtenant_session.lab import host
+from tests import testimage
+from tests.lab import host
 from tests.sandbox.conftest import Journal, container_root
 
 IMAGE = testimage.IMAGE

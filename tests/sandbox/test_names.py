@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from dtenant_session import testimage
-from dtenant_session.lab import host
+from tests import testimage
+from tests.lab import host
 from tests.sandbox.conftest import load_image
 
 IMAGE = testimage.IMAGE

@@ -4,14 +4,16 @@ reinstall, purge; lintian; and the install.sh path from a checkout."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from dtenant_session import command, testimage
-from dtenant_session.lab import host
+from dtenant_session import command
+from tests import testimage
+from tests.lab import host
 from tests.sandbox.conftest import CHECKOUT, LAB_NAME, build_deb, load_image
 
 IMAGE = testimage.IMAGE
@@ -53,6 +55,28 @@ def _allocation(lab: host.Lab, user: str) -> dict[str, object]:
     return {k: v for k, v in rows[0].items() if k not in changing}
 
 
+def _development_tools(paths: list[str]) -> list[str]:
+    """Files of the checkout's development tools (labs, test image, tests) among paths."""
+    return [p for p in paths if re.search(r"/(lab|tests)(/|$)|testimage", p)]
+
+
+def _no_lab_command(lab: host.Lab) -> None:
+    result = lab.run(["dtenant", "lab", "list"], check=False)
+    assert result.returncode == 2 and "invalid choice: 'lab'" in result.stderr, result.stderr
+
+
+def test_the_package_ships_no_development_tool(debs: tuple[Path, Path], tmp_path: Path) -> None:
+    for deb in debs:
+        listing = command.run(["/usr/bin/dpkg-deb", "--contents", str(deb)]).stdout
+        shipped = [line.split()[-1] for line in listing.splitlines()]
+        assert any("/dtenant_session/" in p for p in shipped)
+        assert _development_tools(shipped) == []
+    command.run([str(CHECKOUT / "packaging" / "install.sh"), str(tmp_path)], timeout=300)
+    staged = [f"/{p.relative_to(tmp_path)}" for p in tmp_path.rglob("*")]
+    assert any("/dtenant_session/" in p for p in staged)
+    assert _development_tools(staged) == []
+
+
 def test_lintian_is_clean(debs: tuple[Path, Path]) -> None:
     for deb in debs:
         result = command.run(["/usr/bin/lintian", "--fail-on", "error,warning", str(deb)],
@@ -69,6 +93,7 @@ def test_the_package_lifecycle(bare_lab: host.Lab, debs: tuple[Path, Path]) -> N
     # Install with Debian's packages only; the next login gives a working docker.
     _apt(lab, "install", str(first))
     assert _version(lab) == "0.1.0 installed"
+    _no_lab_command(lab)
     lab.add_account("pkguser")
     load_image(lab, "pkguser")
     assert lab.ssh("pkguser", f"docker run --rm {IMAGE} echo hi").stdout.strip() == "hi"
@@ -171,7 +196,12 @@ def test_an_upgrade_from_0_1_keeps_data_and_moves_it_to_the_tenants_own_ids(
 def test_install_script_from_a_checkout(bare_lab: host.Lab) -> None:
     lab = bare_lab
     lab.run(["dpkg", "--purge", "dtenant"])  # whatever an earlier test left
+    # What an install.sh of an earlier version left: the labs, shipped then.
+    stale = "/usr/lib/python3/dist-packages/dtenant_session/lab/cli.py"
+    lab.run(["install", "-D", "/dev/null", stale])
     lab.run([str(CHECKOUT / "packaging" / "install.sh")])
+    assert lab.run(["test", "-e", stale], check=False).returncode == 1
+    _no_lab_command(lab)
     lab.add_account("scriptuser")
     load_image(lab, "scriptuser")
     assert lab.ssh("scriptuser", f"docker run --rm {IMAGE} echo hi").stdout.strip() == "hi"

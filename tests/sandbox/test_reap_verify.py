@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from dtenant_session import testimage
-from dtenant_session.lab import host
+from tests import testimage
+from tests.lab import host
 from tests.sandbox.conftest import load_image
 
 IMAGE = testimage.IMAGE

@@ -8,8 +8,8 @@ import tarfile
 
 import pytest
 
-from dtenant_session import testimage
-from dtenant_session.lab import host
+from tests import testimage
+from tests.lab import host
 from tests.sandbox.conftest import container_root
 
 IMAGE = testimage.IMAGE

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dtenant_session import testimage
-from dtenant_session.lab import host
+from tests import testimage
+from tests.lab import host
 from tests.sandbox.conftest import container_root, load_image
 
 IMAGE = testimage.IMAGE

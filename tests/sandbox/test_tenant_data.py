@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from dtenant_session import testimage
-from dtenant_session.lab import host
+from tests import testimage
+from tests.lab import host
 from tests.sandbox.conftest import load_image
 
 IMAGE = testimage.IMAGE

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from dtenant_session import mountinfo
-from dtenant_session.lab import boot
-from dtenant_session.lab.paths import DATA_DIRS, LabNameError, LabPaths, check_name
+from tests.lab import boot
+from tests.lab.paths import DATA_DIRS, LabNameError, LabPaths, check_name
 
 PATHS = LabPaths("demo", Path("/var/lib/dtenant-lab"))
 ROOT = "/var/lib/dtenant-lab/demo/root"

@@ -3,7 +3,7 @@ from __future__ import annotations
 import io
 import tarfile
 
-from dtenant_session import testimage
+from tests import testimage
 
 FAKE_BUSYBOX = b"\x7fELF fake busybox"
 

@@ -1,15 +1,23 @@
-"""`dtenant lab ...`: the command-line side of labs."""
+"""`python3 -m tests.lab ...` (from a checkout, as root): the command-line side of labs.
+
+A development tool, not part of the product: the Debian package and `dtenant` know
+nothing of labs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from dtenant_session.errors import DtenantError
+
+PROG = "python3 -m tests.lab"
+Handler = Callable[[argparse.Namespace], int]
 
 
 class UsageError(DtenantError):
@@ -17,7 +25,7 @@ class UsageError(DtenantError):
 
 
 def _lab_up(args: argparse.Namespace) -> int:
-    from dtenant_session.lab import host
+    from tests.lab import host
 
     lab = host.up(args.name, timeout=args.timeout, binds=[Path(b) for b in args.bind])
     print(f"lab {lab.name} is up (pid {lab.pid}, booted in {lab.record.boot_seconds:.1f} s)")
@@ -25,7 +33,7 @@ def _lab_up(args: argparse.Namespace) -> int:
 
 
 def _lab_down(args: argparse.Namespace) -> int:
-    from dtenant_session.lab import host
+    from tests.lab import host
 
     if host.down(args.name):
         print(f"lab {args.name} is down")
@@ -35,18 +43,18 @@ def _lab_down(args: argparse.Namespace) -> int:
 
 
 def _lab_exec(args: argparse.Namespace) -> int:
-    from dtenant_session.lab import host
+    from tests.lab import host
 
     argv = [a for a in args.argv if a != "--"] if args.argv[:1] == ["--"] else args.argv
     if not argv:
-        raise UsageError("dtenant lab exec NAME -- CMD...: CMD is missing")
+        raise UsageError("exec NAME -- CMD...: CMD is missing")
     lab = host.open_lab(args.name)
     enter = lab.enter_argv(argv)
     os.execv(enter[0], enter)
 
 
 def _lab_shell(args: argparse.Namespace) -> int:
-    from dtenant_session.lab import host
+    from tests.lab import host
 
     lab = host.open_lab(args.name)
     enter = lab.enter_argv(["/bin/bash", "-l"])
@@ -54,7 +62,7 @@ def _lab_shell(args: argparse.Namespace) -> int:
 
 
 def _lab_list(args: argparse.Namespace) -> int:
-    from dtenant_session.lab import host
+    from tests.lab import host
 
     labs = host.list_labs()
     if args.json:
@@ -67,9 +75,11 @@ def _lab_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(commands: Any) -> None:
-    lab = commands.add_parser("lab", help="throwaway systemd hosts for tests and demos")
-    verbs = lab.add_subparsers(dest="verb", required=True, metavar="VERB")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Throwaway systemd hosts for dtenant's tests and demo."
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     up = verbs.add_parser("up", help="boot a lab and wait until systemd runs")
     up.add_argument("name")
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for boot")
@@ -94,3 +104,20 @@ def add_parser(commands: Any) -> None:
     listing = verbs.add_parser("list", help="labs on this machine")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=_lab_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except UsageError as exc:
+        parser.error(str(exc))
+    except DtenantError as exc:
+        print(f"tests.lab: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

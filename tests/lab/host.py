@@ -1,4 +1,4 @@
-"""`dtenant lab`: throwaway systemd hosts on this machine, run from the real machine's side.
+"""Labs: throwaway systemd hosts on this machine, run from the real machine's side.
 
 A lab is PID 1 systemd in its own pid/mount/net/uts/ipc/cgroup namespaces, on an overlay
 of / whose changes live on a tmpfs. Everything it owns on the real machine is its state
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from dtenant_session import command, mountinfo, treewalk
 from dtenant_session.errors import DtenantError
-from dtenant_session.lab.paths import LAB_ROOT, LabPaths, check_name
+from tests.lab.paths import LAB_ROOT, LabPaths, check_name
 
 BOOT_TIMEOUT = 120.0
 NAMESPACES = ("mnt", "pid", "net")
@@ -180,7 +180,7 @@ def open_lab(name: str) -> Lab:
     paths = LabPaths(check_name(name))
     record = _read_record(paths)
     if record is None or not _is_alive(record):
-        raise LabError(f"lab {name!r} is not running (see `dtenant lab list`)")
+        raise LabError(f"lab {name!r} is not running (see `python3 -m tests.lab list`)")
     return Lab(paths, record)
 
 
@@ -195,7 +195,8 @@ def up(
     record = _read_record(paths)
     if record is not None and _is_alive(record):
         raise LabError(
-            f"lab {name!r} is already up (pid {record.init_pid}); `dtenant lab down {name}` first"
+            f"lab {name!r} is already up (pid {record.init_pid}); "
+            f"`python3 -m tests.lab down {name}` first"
         )
     if paths.state.exists() or any(d.exists() for d in _cgroup_dirs(paths)):
         _clean_up(paths)  # the remains of a lab that crashed or was killed
@@ -230,7 +231,7 @@ def _spawn(paths: LabPaths) -> subprocess.Popen[bytes]:
     package_parent = str(Path(__file__).resolve().parents[2])
     with paths.boot_log.open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-B", "-m", "dtenant_session.lab.boot", "launch", paths.name,
+            [sys.executable, "-B", "-m", "tests.lab.boot", "launch", paths.name,
              str(paths.base)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, cwd="/",

@@ -1,6 +1,6 @@
 """Boot a lab: the part that runs inside the lab's new namespaces, before systemd.
 
-`python3 -m dtenant_session.lab.boot launch STATE` joins the lab's cgroups and execs
+`python3 -m tests.lab.boot launch STATE` joins the lab's cgroups and execs
 unshare(1), which forks `... boot STATE` as PID 1 of the new namespaces. That stage
 builds the lab's root (an overlay of / on a tmpfs, real directories for Docker's data,
 fresh /proc, /sys, /dev, cgroup mounts), pivot_roots into it and execs systemd.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dtenant_session import command, mountinfo
-from dtenant_session.lab.paths import DATA_DIRS, LabPaths
+from tests.lab.paths import DATA_DIRS, LabPaths
 
 # Device nodes copied (mknod) into the lab's own /dev, a tmpfs: the lab never touches
 # the host's /dev, so its udev cannot change the real machine's devices.
@@ -286,7 +286,7 @@ def launch(paths: LabPaths) -> None:
         sys.executable,
         "-B",
         "-m",
-        "dtenant_session.lab.boot",
+        "tests.lab.boot",
         "boot",
         paths.name,
         str(paths.base),
@@ -316,9 +316,9 @@ def main(argv: list[str]) -> int:
         elif stage == "boot":
             boot(paths)
     except (command.CommandError, OSError) as exc:
-        print(f"dtenant lab {name}: {stage} failed: {exc}", file=sys.stderr)
+        print(f"lab {name}: {stage} failed: {exc}", file=sys.stderr)
         return 1
-    print(f"dtenant lab: unknown stage {stage!r}", file=sys.stderr)
+    print(f"lab: unknown stage {stage!r}", file=sys.stderr)
     return 2
 
 

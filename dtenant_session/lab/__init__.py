@@ -1,1 +1,0 @@
-"""Throwaway systemd hosts for tests and the demo (`dtenant lab`)."""
