@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from dtenant_session import testimage
-from dtenant_session.lab import host
+from tests import testimage
+from tests.lab import host
 
 IMAGE = testimage.IMAGE
 LOOPBACK = "127.0.0.1:18080"
