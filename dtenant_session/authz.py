@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dtenant_session import activity
+from dtenant_session import activity, log
 from dtenant_session.dockerapi import REAPER_AGENT
 
 IDLE_EXIT = 600.0  # seconds without a request before the plugin exits
@@ -279,6 +279,7 @@ class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return {"Allow": False, "Msg": "dtenant: malformed authorization request"}
         headers = request.get("RequestHeaders") or {}
         self.record_activity(headers if isinstance(headers, dict) else {})
+        started = time.monotonic()
         try:
             if is_create(str(request.get("RequestMethod", "")), str(request.get("RequestUri", ""))):
                 with CREATES.checking:
@@ -289,6 +290,9 @@ class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 allowed, message = self.policy(request)
         except Exception as exc:  # noqa: BLE001 - a request the policy did not foresee
             return {"Allow": False, "Msg": self.unforeseen(request, exc)}
+        what = f"{request.get('RequestMethod')} {request.get('RequestUri')}"[:200]
+        log.trace("decision", what, "allow" if allowed else f"deny: {message}", started,
+                  user=self.user)  # fmt: skip
         return {"Allow": allowed, "Msg": message}
 
     def unforeseen(self, request: dict[str, Any], exc: BaseException) -> str:

@@ -34,7 +34,8 @@ OWN = "dtenant_session"
                                                         "ownerstamp", "paths", "treewalk"}),
         # the authorization plugin, with what it loads for its first request
         ("authz", ["dtenant_session.authz", "dtenant_session.policy", "dtenant_session.config"],
-         {"authz", "activity", "config", "dockerapi", "errors", "paths", "policy", "trusted"}),
+         {"authz", "activity", "config", "dockerapi", "errors", "log", "paths", "policy",
+          "trusted"}),
     ],
 )  # fmt: skip
 def test_hot_programs_import_only_the_standard_library(
