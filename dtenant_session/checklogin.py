@@ -48,6 +48,8 @@ def _authenticator() -> Any:
 
 def check(user: str) -> LoginReport:
     settings = config.load()
+    if tenant.by_name(user) is None:
+        raise DtenantError(f"no such user {user!r} (getent passwd {user} finds nothing)")
     try:
         tenant.check_eligible(tenant.lookup(user), settings.eligibility)
         eligible, reason = True, "eligible"

@@ -136,6 +136,49 @@ def _rename(args: argparse.Namespace) -> int:
     return 0
 
 
+def _disable(args: argparse.Namespace) -> int:
+    from dtenant_session import config, lifecycle
+
+    for step in lifecycle.disable(args.user, args.reason, config.load()):
+        print(step)
+    return 0
+
+
+def _enable(args: argparse.Namespace) -> int:
+    from dtenant_session import config, lifecycle
+
+    for step in lifecycle.enable(args.user, config.load()):
+        print(step)
+    return 0
+
+
+def _restart(args: argparse.Namespace) -> int:
+    from dtenant_session import config, lifecycle
+
+    for step in lifecycle.restart(args.user, config.load()):
+        print(step)
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    """The journal of the tenant's daemon, its plugin and what dtenant did for it."""
+    import os
+
+    from dtenant_session import command, registry, tenant
+
+    with registry.Registry() as known:
+        if known.get(args.user) is None:
+            raise DtenantError(f"{args.user!r} is not a registered tenant (see `dtenant status`)")
+    instance = tenant.unit_instance(args.user)
+    units = [f"docker@{instance}.service", f"dtenant-authz@{instance}.service",
+             f"dtenant-daemon-failed@{instance}.service"]  # fmt: skip
+    matches = [m for unit in units for m in (f"_SYSTEMD_UNIT={unit}", "+")]
+    argv = [command.which("journalctl"), "--no-pager", *(["-f"] if args.follow else []),
+            "-n", str(args.lines), *matches, f"DTENANT_USER={args.user}"]  # fmt: skip
+    os.execv(argv[0], argv)  # noqa: S606 - journalctl itself: -f follows, the pager is its own
+    return 1  # not reached
+
+
 def _registry_rebuild(_args: argparse.Namespace) -> int:
     from dtenant_session import recover
 
@@ -173,6 +216,28 @@ def _registry_check(_args: argparse.Namespace) -> int:
         print(problem)
     print(f"registry: {count} tenants, {len(problems)} problems")
     return 1 if problems else 0
+
+
+Command = Callable[[str, Handler, str], argparse.ArgumentParser]
+
+
+def _tenant_commands(command: Command) -> None:
+    """The administrator's hands on one tenant."""
+    disable = command("disable", _disable,
+                      "keep USER from having a daemon, whatever their logins do: it stops "
+                      "and does not start again (docker commands say why); data kept")  # fmt: skip
+    disable.add_argument("user")
+    disable.add_argument("--reason", default="", help="shown to the user")
+    enable = command("enable", _enable, "lift `dtenant disable USER`")
+    enable.add_argument("user")
+    restart = command("restart", _restart, "restart USER's daemon (containers stop; restart "
+                      "policies apply)")  # fmt: skip
+    restart.add_argument("user")
+    logs = command("logs", _logs, "the journal of USER's daemon, its plugin and dtenant's "
+                   "steps for it")  # fmt: skip
+    logs.add_argument("user")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("-n", "--lines", type=int, default=100)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "report what a login does")  # fmt: skip
     check_login.add_argument("user")
     check_login.add_argument("--json", action="store_true")
+    _tenant_commands(command)
     firewall = commands.add_parser("firewall", help="dtenant's nftables table")
     firewall_verbs = firewall.add_subparsers(dest="verb", required=True, metavar="VERB")
     sync = firewall_verbs.add_parser("sync", help="rebuild the table from the registry")

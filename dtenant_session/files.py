@@ -63,6 +63,10 @@ def make_private(path: Path, *, create: bool = False) -> bool:
         os.close(fd)
 
 
+def remove_path(path: str) -> bool:
+    return remove(Path(path))
+
+
 def remove(path: Path) -> bool:
     try:
         path.unlink()

@@ -16,6 +16,7 @@ from pathlib import Path
 from dtenant_session import (
     command,
     desired,
+    disabled,
     dockerapi,
     files,
     log,
@@ -272,6 +273,59 @@ def remove(user: str, config: Config, *, purge: bool) -> list[str]:
         # Kept on purpose: `dtenant verify` does not count it as a lost tenant.
         desired.removed_mark(t.state_dir).write_text(f"removed by `dtenant remove {user}`\n")
         steps.append(f"kept {t.state_dir} (`dtenant provision {user}` would use it again)")
+    if disabled.reason(user) is None:
+        steps.append(f"{user}'s next login provisions a tenant again; `dtenant disable "
+                     f"{user}` keeps them out")  # fmt: skip
     log.log(f"tenant removed{' with its data' if purge else ''}", priority=log.NOTICE,
             user=user, step="remove")  # fmt: skip
     return steps
+
+
+def disable(user: str, why: str, config: Config) -> list[str]:
+    """Keep a user from having a daemon, whatever their logins do: their daemon (and its
+    containers) stops, and it does not start again; their docker commands say why. The
+    data stays. `enable` lifts it."""
+    tenant.lookup(user)  # an existing account: a typo must not disable nobody in silence
+    disabled.disable(user, why)
+    steps = [f"{user} disabled ({paths.disabled_path(user)}): logins do not provision it, "
+             "its daemon does not start, docker commands say why"]  # fmt: skip
+    stamp.forget(user)
+    with Registry() as registry:
+        allocation = registry.get(user)
+    if allocation is not None:
+        stop_daemon(allocation, config, with_containers=True)
+        steps.append(f"stopped {allocation.tenant.service_unit} and its containers; data kept")
+    return steps
+
+
+def enable(user: str, config: Config) -> list[str]:
+    from dtenant_session import provision  # it imports this module
+
+    if not disabled.enable(user):
+        raise DtenantError(f"{user!r} is not disabled")
+    steps = [f"{user} enabled again"]
+    with Registry() as registry:
+        registered = registry.get(user) is not None
+    if registered:
+        outcome = provision.ensure(user, config, force=True)
+        steps.append(f"provisioned: {outcome.allocation.tenant.socket}")
+    return steps
+
+
+def restart(user: str, config: Config) -> list[str]:
+    """Stop the tenant's daemon as a shutdown would (restart policies apply) and start it."""
+    with Registry() as registry:
+        allocation = registry.get(user)
+    if allocation is None:
+        raise DtenantError(f"{user!r} is not a registered tenant (see `dtenant status`)")
+    t = allocation.tenant
+    stop_daemon(allocation, config, with_containers=True)
+
+    async def start(bus: systemd.Bus) -> None:
+        await bus.stop(f"dtenant-daemon-failed@{t.instance}.service")
+        await bus.reset_failed(t.service_unit)
+        await bus.start(t.socket_unit)
+        await bus.start(t.service_unit)
+
+    systemd.run(start, timeout=120)
+    return [f"stopped {t.service_unit} and its containers", f"started {t.service_unit}"]

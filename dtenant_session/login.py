@@ -47,6 +47,10 @@ def cold_path(user: str) -> None:
         return
     try:
         tenant.check_eligible(tenant.lookup(user), settings.eligibility)
+        tenant.check_enabled(user)
+    except tenant.Disabled as exc:
+        _log(f"not provisioned: {exc}", user, priority=5)
+        return
     except tenant.NotEligible as exc:
         log.trace("decision", f"login {user}", f"not provisioned: {exc}", started, user=user)
         return  # not ours: root, system users, anyone the config excludes

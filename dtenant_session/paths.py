@@ -17,6 +17,7 @@ DEBUG_FLAG = f"{CONFIG_DIR}/debug"  # while it exists, every dtenant process tra
 STATE_DIR = "/var/lib/dtenant"  # registry and every tenant's data (persistent)
 REGISTRY = f"{STATE_DIR}/registry.sqlite3"
 TENANTS_DIR = f"{STATE_DIR}/tenants"
+DISABLED_DIR = f"{STATE_DIR}/disabled"  # `dtenant disable USER`: a file per user, the reason
 
 RUN_DIR = "/run/dtenant"  # volatile: stamps, locks, exec-roots
 STAMPS_DIR = f"{RUN_DIR}/stamps"
@@ -33,6 +34,10 @@ PAM_PROFILE = "/usr/share/pam-configs/dtenant"
 def socket_path(user: str) -> str:
     """The tenant's Docker socket; pam_env builds the same path from @{PAM_USER}."""
     return f"/run/docker-{user}.sock"
+
+
+def disabled_path(user: str) -> str:
+    return f"{DISABLED_DIR}/{user}"
 
 
 def stamp_path(user: str) -> str:

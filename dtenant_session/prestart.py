@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from dtenant_session import mountinfo, ownerstamp, paths, treewalk
+from dtenant_session import disabled, mountinfo, ownerstamp, paths, treewalk
 from dtenant_session.ownerstamp import data_root
 
 BBOLT_MAGIC = 0xED0CDAED
@@ -408,8 +408,19 @@ def check_account_before_start(user: str, uid: int) -> list[Finding]:
                     advice=orphan_advice(user))]  # fmt: skip
 
 
+def _disabled(user: str) -> list[Finding]:
+    reason = disabled.reason(user)
+    if reason is None:
+        return []
+    return [Finding(user, "disabled", f"the administrator disabled this tenant ({reason})",
+                    advice="ask your administrator")]  # fmt: skip
+
+
 def check_tenant_before_start(user: str) -> list[Finding]:
     """What docker@USER.service runs before dockerd: fast, standard library only."""
+    disabled = _disabled(user)
+    if disabled:
+        return disabled
     tenants = registered_tenants()
     if user not in tenants:
         return [

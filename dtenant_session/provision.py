@@ -119,6 +119,7 @@ def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = Fa
     started = time.monotonic()
     account = tenant.lookup(user)
     tenant.check_eligible(account, config.eligibility)
+    tenant.check_enabled(user)
     with tenant_lock(user, timeout):
         with Registry() as registry:
             allocation = registry.get(user)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from dtenant_session import activity, dockerapi, files, log, systemd, treewalk
+from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation, Registry
 
 SIZE_EVERY = 3600.0
@@ -33,6 +34,8 @@ class TenantStatus:
     running_containers: int | None
     idle_seconds: float | None
     data_root_bytes: int | None
+    memory_bytes: int | None  # the tenant's slice: daemon, containerd, shims, plugin, containers
+    cpu_seconds: float | None  # CPU time of the slice since it started
     data_root_note: str  # the size is a lower bound or unknown, and why
 
 
@@ -106,10 +109,17 @@ def collect(user: str | None = None) -> list[TenantStatus]:
     with Registry() as registry:
         allocations = [registry.get(user)] if user else registry.all()
     present = [a for a in allocations if a is not None]
+    if user and not present:
+        raise DtenantError(f"{user!r} is not a registered tenant (`dtenant status` lists them)")
+
+    async def look(bus: systemd.Bus) -> tuple[dict[str, systemd.UnitState], Usage]:
+        units = await bus.units(["docker@*.socket", "docker@*.service"])
+        return units, await bus.slice_usage("dtenant-*.slice")
+
     try:
-        units = systemd.run(lambda bus: bus.units(["docker@*.socket", "docker@*.service"]))
+        units, usage = systemd.run(look)
     except systemd.BusError:
-        units = {}
+        units, usage = {}, {}
     now = time.time()
     rows = []
     for a in present:
@@ -133,9 +143,18 @@ def collect(user: str | None = None) -> list[TenantStatus]:
                 idle_seconds=round(now - last) if last else None,
                 data_root_bytes=size.bytes,
                 data_root_note=size.note,
+                memory_bytes=usage.get(t.slice, (None, None))[0],
+                cpu_seconds=_seconds(usage.get(t.slice, (None, None))[1]),
             )
         )
     return rows
+
+
+Usage = dict[str, tuple[int | None, int | None]]
+
+
+def _seconds(nanoseconds: int | None) -> float | None:
+    return None if nanoseconds is None else round(nanoseconds / 1e9, 1)
 
 
 def _duration(seconds: float | None) -> str:
@@ -160,11 +179,13 @@ def _bytes(size: int | None, note: str = "") -> str:
 
 def table(rows: list[TenantStatus]) -> str:
     header = ("USER", "UID", "BRIDGE", "SUBNET", "NETWORKS", "SOCKET", "DAEMON", "RUNNING",
-              "IDLE", "SIZE")  # fmt: skip
+              "IDLE", "MEMORY", "CPU", "SIZE")  # fmt: skip
     lines = [header] + [
         (r.user, str(r.uid), r.bridge, r.subnet, r.networks, r.socket_state, r.daemon_state,
          "-" if r.running_containers is None else str(r.running_containers),
-         _duration(r.idle_seconds), _bytes(r.data_root_bytes, r.data_root_note))
+         _duration(r.idle_seconds), _bytes(r.memory_bytes),
+         "-" if r.cpu_seconds is None else _duration(r.cpu_seconds),
+         _bytes(r.data_root_bytes, r.data_root_note))
         for r in rows
     ]  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

@@ -148,6 +148,21 @@ class Bus:
                                   "asas", [[], patterns])  # fmt: skip
         return {row[0]: UnitState(row[0], row[3], row[4]) for row in rows}
 
+    async def slice_usage(self, pattern: str) -> dict[str, tuple[int | None, int | None]]:
+        """Loaded slices matching pattern -> (memory in bytes, CPU time in ns); None where
+        systemd does not account it."""
+        (rows,) = await self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, "ListUnitsByPatterns",
+                                  "asas", [[], [pattern]])  # fmt: skip
+        usage = {}
+        for row in rows:
+            (values,) = await self.call(SYSTEMD, row[6], "org.freedesktop.DBus.Properties",
+                                        "GetAll", "s", [f"{SYSTEMD}.Slice"])  # fmt: skip
+            usage[row[0]] = (
+                _accounted(values, "MemoryCurrent"),
+                _accounted(values, "CPUUsageNSec"),
+            )
+        return usage
+
     async def user_sessions(self) -> dict[int, int]:
         """uid -> number of logind sessions."""
         (rows,) = await self.call(LOGIN, LOGIN_PATH, f"{LOGIN}.Manager", "ListSessions")
@@ -155,6 +170,15 @@ class Bus:
         for _session, uid, *_rest in rows:
             counts[uid] = counts.get(uid, 0) + 1
         return counts
+
+
+UNSET = (1 << 64) - 1  # systemd's "not accounted"
+
+
+def _accounted(values: dict[str, Any], name: str) -> int | None:
+    variant = values.get(name)
+    value = getattr(variant, "value", None)
+    return value if isinstance(value, int) and value != UNSET else None
 
 
 def _trace_call(interface: str, member: str, body: list[Any] | None, outcome: str,

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtenant_session import paths
+from dtenant_session import disabled, paths
 from dtenant_session.config import Eligibility
 from dtenant_session.errors import DtenantError
 from dtenant_session.subid import SUBGID, SUBUID, account_name
@@ -21,6 +21,17 @@ IFNAMSIZ = 15  # Linux interface names: at most 15 characters
 
 class NotEligible(DtenantError):
     """The user does not get a daemon; the message says why."""
+
+
+class Disabled(NotEligible):
+    """The administrator keeps the user from having a daemon (`dtenant disable`)."""
+
+
+def check_enabled(user: str) -> None:
+    reason = disabled.reason(user)
+    if reason is not None:
+        raise Disabled(f"user {user!r}: the tenant is disabled by the administrator ({reason}); "
+                       f"`dtenant enable {user}` lifts it")  # fmt: skip
 
 
 @dataclass(frozen=True)
