@@ -130,6 +130,7 @@ def slice_limits(config: Config) -> str:
         "[Slice]",
         "MemoryAccounting=yes",
         "TasksAccounting=yes",
+        "CPUAccounting=yes",
         f"MemoryMax={limits.memory_max or 'infinity'}",
         f"TasksMax={limits.tasks_max or 'infinity'}",
         f"CPUQuota={limits.cpu_quota}",

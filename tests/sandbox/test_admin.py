@@ -4,6 +4,7 @@ and clear errors for users who do not exist."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -40,8 +41,11 @@ def test_status_shows_memory_and_cpu_of_the_tenants_slice(lab: host.Lab, alice: 
     lab.ssh("alice", "docker ps -q")
     (row,) = json.loads(lab.run(["dtenant", "status", "alice", "--json"]).stdout)
     assert row["daemon_state"] == "running"
-    assert row["memory_bytes"] > 20 << 20  # dockerd and its containerd at least
     assert row["cpu_seconds"] > 0
+    unified = "memory" in lab.run(["cat", "/sys/fs/cgroup/cgroup.controllers"],
+                                  check=False).stdout  # fmt: skip
+    if unified:  # systemd accounts memory on the unified hierarchy (Debian 12's default)
+        assert row["memory_bytes"] > 20 << 20  # dockerd and its containerd at least
     table = lab.run(["dtenant", "status", "alice"]).stdout.splitlines()
     assert "MEMORY" in table[0] and "CPU" in table[0]
 
@@ -73,10 +77,13 @@ def test_a_disabled_user_stays_out_across_logins_and_learns_why(lab: host.Lab, a
                 timeout=180)  # fmt: skip
         assert lab.run(["systemctl", "is-active", "docker@alice.service"],
                        check=False).stdout.strip() != "active"  # fmt: skip
-        for _ in range(2):  # a login does not bring it back
-            refused = lab.ssh("alice", "docker ps", check=False)
+        said, deadline = "", time.monotonic() + 30
+        while "over quota, see the wiki" not in said and time.monotonic() < deadline:
+            refused = lab.ssh("alice", "docker ps", check=False)  # a login each time
             assert refused.returncode != 0
-            assert "over quota, see the wiki" in refused.stdout + refused.stderr, refused
+            said = refused.stderr
+            time.sleep(1)
+        assert "the administrator disabled this tenant (over quota, see the wiki" in said
         assert lab.run(["systemctl", "is-active", "docker@alice.service"],
                        check=False).stdout.strip() != "active"  # fmt: skip
     finally:
