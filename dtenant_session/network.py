@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from dtenant_session import command, files, render
+from dtenant_session import command, files, paths, render
 from dtenant_session.config import Config
 from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation
@@ -142,8 +142,10 @@ def add_to_firewall(allocation: Allocation, everyone: Sequence[Allocation], conf
 
 def _let_tenant_traffic_through(config: Config) -> None:
     iptables = _iptables()
-    _accept_in_docker_user(iptables, config)
-    _enable_forwarding(iptables)
+    # One listing of the whole table instead of a check per rule: this runs at first logins.
+    present = set(command.run([iptables, "-w", "5", "-S"]).stdout.splitlines())
+    _accept_in_docker_user(iptables, config, present)
+    _enable_forwarding(iptables, present)
 
 
 def _iptables() -> str:
@@ -156,17 +158,26 @@ def _iptables() -> str:
         ) from None
 
 
-def _enable_forwarding(iptables: str) -> None:
+def _enable_forwarding(iptables: str, present: set[str]) -> None:
     """Docker's rule: whoever makes the host forward keeps it from becoming a router. When
     forwarding is off, the iptables FORWARD policy becomes DROP (tenant traffic is accepted
     in DOCKER-USER) before forwarding goes on; a system dockerd that starts later finds it
-    on and keeps that policy. When it is on already (a router, or the system daemon did it),
-    the policy is left to whoever turned it on."""
+    on and keeps that policy. Having done so, dtenant sets DROP again whenever it finds it
+    gone (a flushed ruleset: nftables.service restarts take the policy with them). When
+    forwarding was on already (a router, or the system daemon did it), the policy is left
+    to whoever turned it on."""
+    mark = Path(paths.FORWARDING_MARK)
     try:
-        if IP_FORWARD.read_text().strip() == "1":
+        forwarding = IP_FORWARD.read_text().strip() == "1"
+        if forwarding and not mark.exists():
             return
-        command.run([iptables, "-w", "5", "-P", "FORWARD", "DROP"])
-        IP_FORWARD.write_text("1\n")
+        if "-P FORWARD DROP" not in present:
+            command.run([iptables, "-w", "5", "-P", "FORWARD", "DROP"])
+        # At boot this may run before systemd-tmpfiles has made /run/dtenant.
+        mark.parent.mkdir(mode=0o700, exist_ok=True)
+        mark.touch(mode=0o600)
+        if not forwarding:
+            IP_FORWARD.write_text("1\n")
     except OSError as exc:
         raise NetworkError(f"cannot enable IPv4 forwarding ({IP_FORWARD}): {exc}") from None
 
@@ -181,12 +192,10 @@ def docker_user_rules(config: Config) -> list[list[str]]:
     return [[*match, "-m", "comment", "--comment", "dtenant", "-j", "ACCEPT"] for match in matches]
 
 
-def _accept_in_docker_user(iptables: str, config: Config) -> None:
+def _accept_in_docker_user(iptables: str, config: Config, present: set[str]) -> None:
     """Tenant traffic accepted in DOCKER-USER, the chain Docker keeps for local rules
     (created with its jump from FORWARD when missing; a system dockerd that starts later
     keeps both), so a FORWARD policy of DROP leaves tenants their traffic."""
-    # One listing of the whole table instead of a check per rule: this runs at first logins.
-    present = set(command.run([iptables, "-w", "5", "-S"]).stdout.splitlines())
     if "-N DOCKER-USER" not in present:
         # check=False: a system dockerd starting now may create it first; the jump is checked.
         command.run([iptables, "-w", "5", "-N", "DOCKER-USER"], check=False)

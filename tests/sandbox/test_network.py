@@ -276,6 +276,25 @@ def test_tenant_containers_reach_no_system_container(
         assert _fetch_in_container(lab, "bob", "--network bnet", url) == BLOCKED
 
 
+def test_a_flushed_ruleset_leaves_the_host_no_router(
+    lab: host.Lab, booted: bool, routed_outside: str, neighbour: str
+) -> None:
+    """nftables.service flushes every table at a restart, iptables' FORWARD policy with
+    them; dtenant's firewall comes back with it (PartOf=), and so does the DROP policy
+    it set when it turned forwarding on."""
+    lab.run(["systemctl", "restart", "nftables.service"])
+    lab.run(["systemctl", "start", "dtenant-firewall.service"])  # waits for its restart job
+    try:
+        assert _from_outside(lab, f"http://{neighbour}:80/") == BLOCKED
+        assert _fetch_in_container(lab, "alice", "", f"http://{OUTSIDE}:80/") == "outside-ok"
+    finally:
+        # Stopping flushes again and stops dtenant's firewall with it (PartOf=).
+        lab.run(["systemctl", "stop", "nftables.service"])
+        lab.run(["systemctl", "start", "dtenant-firewall.service"])
+        if booted:  # the system daemon's rules went with the flush
+            lab.run(["systemctl", "restart", "docker.service"])
+
+
 # --- Docker's network options (item 4) --------------------------------------------------
 
 
