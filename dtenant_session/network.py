@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from dtenant_session import command, egress, mountinfo, render
+from dtenant_session import command, egress, mountinfo, paths, render
 from dtenant_session.config import Config
 from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation
@@ -164,37 +164,66 @@ def add_to_firewall(allocation: Allocation, everyone: Sequence[Allocation], conf
 
 
 def _let_tenant_traffic_through(config: Config) -> None:
-    _enable_forwarding()
-    _accept_in_docker_user(config)
+    iptables = _iptables()
+    # One listing of the whole table instead of a check per rule: this runs at first logins.
+    present = set(command.run([iptables, "-w", "5", "-S"]).stdout.splitlines())
+    _accept_in_docker_user(iptables, config, present)
+    _enable_forwarding(iptables, present)
 
 
-def _enable_forwarding() -> None:
-    # Set before any dockerd with iptables enabled starts: one that finds forwarding off
-    # turns it on and sets the FORWARD policy to DROP, cutting every tenant off.
+def _iptables() -> str:
     try:
-        if IP_FORWARD.read_text().strip() != "1":
+        return command.which("iptables")
+    except command.CommandError:
+        raise NetworkError(
+            "iptables is missing (package iptables): without it dtenant cannot turn "
+            "forwarding on and keep the host from routing for others"
+        ) from None
+
+
+def _enable_forwarding(iptables: str, present: set[str]) -> None:
+    """Docker's rule: whoever makes the host forward keeps it from becoming a router. When
+    forwarding is off, the iptables FORWARD policy becomes DROP (tenant traffic is accepted
+    in DOCKER-USER) before forwarding goes on; a system dockerd that starts later finds it
+    on and keeps that policy. Having done so, dtenant sets DROP again whenever it finds it
+    gone (a flushed ruleset: nftables.service restarts take the policy with them). When
+    forwarding was on already (a router, or the system daemon did it), the policy is left
+    to whoever turned it on."""
+    mark = Path(paths.FORWARDING_MARK)
+    try:
+        forwarding = IP_FORWARD.read_text().strip() == "1"
+        if forwarding and not mark.exists():
+            return
+        if "-P FORWARD DROP" not in present:
+            command.run([iptables, "-w", "5", "-P", "FORWARD", "DROP"])
+        # At boot this may run before systemd-tmpfiles has made /run/dtenant.
+        mark.parent.mkdir(mode=0o700, exist_ok=True)
+        mark.touch(mode=0o600)
+        if not forwarding:
             IP_FORWARD.write_text("1\n")
     except OSError as exc:
         raise NetworkError(f"cannot enable IPv4 forwarding ({IP_FORWARD}): {exc}") from None
 
 
-def _accept_in_docker_user(config: Config) -> None:
-    """Where a system dockerd already set FORWARD to DROP, accept tenant traffic in its
-    DOCKER-USER chain (the chain Docker keeps for local rules). Isolation between
-    tenants still holds: dtenant's own table drops that traffic in a chain of its own."""
-    try:
-        iptables = command.which("iptables")
-    except command.CommandError:
-        return
-    listing = command.run([iptables, "-w", "5", "-S", "DOCKER-USER"], check=False)
-    if listing.returncode != 0:
-        return  # no such chain: no system dockerd with iptables rules here
+def docker_user_rules(config: Config) -> list[list[str]]:
+    """dtenant's ACCEPT rules in DOCKER-USER (as `iptables -S` prints them, without -A
+    DOCKER-USER): tenant traffic out, replies in. What a tenant may not reach is dropped
+    in dtenant's own nftables table first (a drop there is final)."""
     pools = (config.network.bridge_pool, config.network.networks_pool)
     replies = ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"]
     matches = [["-s", pool] for pool in pools] + [["-d", pool, *replies] for pool in pools]
-    present = set(listing.stdout.splitlines())
-    for match in matches:
-        rule = [*match, "-m", "comment", "--comment", "dtenant", "-j", "ACCEPT"]
-        # One listing instead of a `-C` per rule: this runs on every first login.
+    return [[*match, "-m", "comment", "--comment", "dtenant", "-j", "ACCEPT"] for match in matches]
+
+
+def _accept_in_docker_user(iptables: str, config: Config, present: set[str]) -> None:
+    """Tenant traffic accepted in DOCKER-USER, the chain Docker keeps for local rules
+    (created with its jump from FORWARD when missing; a system dockerd that starts later
+    keeps both), so a FORWARD policy of DROP leaves tenants their traffic."""
+    if "-N DOCKER-USER" not in present:
+        # check=False: a system dockerd starting now may create it first; the jump is checked.
+        command.run([iptables, "-w", "5", "-N", "DOCKER-USER"], check=False)
+    if "-A FORWARD -j DOCKER-USER" not in present:
+        command.run([iptables, "-w", "5", "-I", "FORWARD", "-j", "DOCKER-USER"])
+    for rule in docker_user_rules(config):
         if " ".join(["-A", "DOCKER-USER", *rule]) not in present:
             command.run([iptables, "-w", "5", "-I", "DOCKER-USER", *rule])

@@ -23,6 +23,8 @@ RUN_DIR = "/run/dtenant"  # volatile: stamps, locks, exec-roots
 STAMPS_DIR = f"{RUN_DIR}/stamps"
 LOCKS_DIR = f"{RUN_DIR}/locks"
 RUN_TENANTS_DIR = f"{RUN_DIR}/tenants"
+# Present when dtenant turned IPv4 forwarding on since boot (network._enable_forwarding).
+FORWARDING_MARK = f"{RUN_DIR}/forwarding-turned-on"
 
 NETWORKD_DIR = "/etc/systemd/network"
 SYSTEMD_DIR = "/etc/systemd/system"  # per-tenant drop-ins of docker@USER.{service,socket}

@@ -211,19 +211,59 @@ def nft_add_tenant(allocation: Allocation) -> str:
                    for name, elements in firewall_elements(allocation).items())  # fmt: skip
 
 
+# Interfaces a tenant's containers sit on: its main bridge and its user-defined networks
+# (Docker names those br-ID, as it does the system daemon's; policy.py allows only the
+# bridge driver and no bridge name of a tenant's choosing).
+TENANT_LINKS = '{ "dtenant*", "br-*" }'
+# The system daemon's containers sit on docker0 and on br-* (outside tenant ranges).
+SYSTEM_LINKS = '{ "docker0", "br-*" }'
+
+
+def _nft_prerouting() -> str:
+    """Strict reverse-path check: a source address is accepted only on the link its route
+    goes through, so a container with NET_ADMIN or NET_RAW passes off as no other tenant,
+    nor as any address outside its own networks. Before conntrack: no state for spoofs."""
+    return (
+        "\tchain prerouting {\n\t\ttype filter hook prerouting priority raw; policy accept;\n"
+        "\t\tip saddr @tenant_nets fib saddr . iif oif missing counter drop "
+        'comment "a tenant address arrives only from its own link"\n'
+        f"\t\tiifname {TENANT_LINKS} meta nfproto ipv4 fib saddr . iif oif missing counter drop "
+        'comment "containers send only from their own addresses"\n'
+        "\t}\n"
+    )
+
+
+def _nft_forward(isolation: str) -> str:
+    """Only a tenant itself opens connections into its ranges (in open mode: any tenant);
+    from the LAN, the host's other bridges and (strict) other tenants only replies come in,
+    and new connections from outside reach containers through published ports only
+    (docker-proxy on the host, not forwarded). Tenants open no connection to the system
+    daemon's containers: dtenant never weakens what that daemon protects."""
+    into = (
+        "\t\tip daddr @tenant_nets ip saddr . ip daddr != @same_tenant counter drop "
+        'comment "strict: new connections into a tenant\'s ranges from the tenant only"\n'
+        if isolation == "strict"
+        else "\t\tip daddr @tenant_nets ip saddr != @tenant_nets counter drop "
+        'comment "open: new connections into tenant ranges from tenants only"\n'
+    )
+    return (
+        "\tchain forward {\n\t\ttype filter hook forward priority filter - 5; policy accept;\n"
+        "\t\tct state established,related accept\n"
+        f"{into}"
+        f"\t\tip saddr @tenant_nets ip daddr != @tenant_nets oifname {SYSTEM_LINKS} counter drop "
+        'comment "no tenant opens connections to the system daemon\'s containers"\n'
+        "\t}\n"
+    )
+
+
 def nft_ruleset(allocations: Sequence[Allocation], isolation: str, daemon_egress: str = "") -> str:
-    """dtenant's own nftables table, replaced atomically: NAT out, isolation between,
-    and `daemon_egress` (nft_daemon_egress)."""
+    """dtenant's own nftables table, replaced atomically: anti-spoofing, NAT out,
+    isolation from the outside and between tenants, and `daemon_egress`
+    (nft_daemon_egress)."""
     nets = [a.bridge_subnet for a in allocations] + [a.networks_pool for a in allocations]
     same = [pair for a in allocations for pair in _same_tenant_pairs(a)]
     nets_elements = f"elements = {{ {', '.join(nets)} }}" if nets else ""
     same_elements = f"elements = {{ {', '.join(same)} }}" if same else ""
-    isolate = (
-        "\t\tip saddr @tenant_nets ip daddr @tenant_nets ip saddr . ip daddr != @same_tenant "
-        'counter drop comment "strict: no traffic between tenants"\n'
-        if isolation == "strict"
-        else ""
-    )
     return (
         "table inet dtenant\n"
         "delete table inet dtenant\n"
@@ -231,8 +271,8 @@ def nft_ruleset(allocations: Sequence[Allocation], isolation: str, daemon_egress
         f"\tset tenant_nets {{\n\t\ttype ipv4_addr; flags interval;\n\t\t{nets_elements}\n\t}}\n"
         f"\tset same_tenant {{\n\t\ttype ipv4_addr . ipv4_addr; flags interval;\n"
         f"\t\t{same_elements}\n\t}}\n"
-        "\tchain forward {\n\t\ttype filter hook forward priority filter - 5; policy accept;\n"
-        f"{isolate}\t}}\n"
+        f"{_nft_prerouting()}"
+        f"{_nft_forward(isolation)}"
         "\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n"
         "\t\tip saddr @tenant_nets ip daddr != @tenant_nets masquerade\n\t}\n"
         f"{daemon_egress}}}\n"

@@ -57,7 +57,8 @@ done
 # Live install: activate. Each step is idempotent.
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
-    /usr/lib/systemd/systemd-sysctl /usr/lib/sysctl.d/60-dtenant.conf || true
+    # dtenant <= 0.2 turned forwarding on at boot by sysctl; dtenant now does it itself.
+    rm -f /usr/lib/sysctl.d/60-dtenant.conf
     systemd-tmpfiles --create /usr/lib/tmpfiles.d/dtenant.conf
     systemctl enable --quiet systemd-networkd.service dtenant-firewall.service dtenant-reap.timer
     systemctl restart systemd-networkd.service   # reads networkd.conf.d only at start

@@ -75,14 +75,71 @@ def test_shipped_pam_files_match_the_default_config() -> None:
     assert "DOCKER_HOST DEFAULT=unix:///run/docker-@{PAM_USER}.sock" in env
 
 
-def test_nft_ruleset_isolates_in_strict_mode_only() -> None:
-    strict = render.nft_ruleset([ALICE, BOB], "strict")
-    assert "elements = { 10.96.2.0/24, 10.96.3.0/24, 10.128.32.0/20, 10.128.48.0/20 }" in strict
-    assert "10.96.2.0/24 . 10.128.32.0/20" in strict
-    assert "10.96.2.0/24 . 10.96.3.0/24" not in strict
-    assert "!= @same_tenant counter drop" in strict
-    assert "masquerade" in strict
-    assert "drop" not in render.nft_ruleset([ALICE, BOB], "open")
+STRICT_RULESET = """\
+table inet dtenant
+delete table inet dtenant
+table inet dtenant {
+\tset tenant_nets {
+\t\ttype ipv4_addr; flags interval;
+\t\telements = { 10.96.2.0/24, 10.96.3.0/24, 10.128.32.0/20, 10.128.48.0/20 }
+\t}
+\tset same_tenant {
+\t\ttype ipv4_addr . ipv4_addr; flags interval;
+\t\telements = { 10.96.2.0/24 . 10.96.2.0/24, 10.96.2.0/24 . 10.128.32.0/20, \
+10.128.32.0/20 . 10.96.2.0/24, 10.128.32.0/20 . 10.128.32.0/20, \
+10.96.3.0/24 . 10.96.3.0/24, 10.96.3.0/24 . 10.128.48.0/20, \
+10.128.48.0/20 . 10.96.3.0/24, 10.128.48.0/20 . 10.128.48.0/20 }
+\t}
+\tchain prerouting {
+\t\ttype filter hook prerouting priority raw; policy accept;
+\t\tip saddr @tenant_nets fib saddr . iif oif missing counter drop \
+comment "a tenant address arrives only from its own link"
+\t\tiifname { "dtenant*", "br-*" } meta nfproto ipv4 fib saddr . iif oif missing counter drop \
+comment "containers send only from their own addresses"
+\t}
+\tchain forward {
+\t\ttype filter hook forward priority filter - 5; policy accept;
+\t\tct state established,related accept
+\t\tip daddr @tenant_nets ip saddr . ip daddr != @same_tenant counter drop \
+comment "strict: new connections into a tenant's ranges from the tenant only"
+\t\tip saddr @tenant_nets ip daddr != @tenant_nets oifname { "docker0", "br-*" } counter drop \
+comment "no tenant opens connections to the system daemon's containers"
+\t}
+\tchain postrouting {
+\t\ttype nat hook postrouting priority srcnat; policy accept;
+\t\tip saddr @tenant_nets ip daddr != @tenant_nets masquerade
+\t}
+}
+"""
+
+
+def test_nft_ruleset_in_strict_mode() -> None:
+    # Spoofed sources die in prerouting (reverse path); in forward, past replies, only a
+    # tenant's own pairs open connections into its ranges: nothing from the LAN, the
+    # host's other bridges or other tenants; tenants open none to the system daemon's
+    # containers.
+    assert render.nft_ruleset([ALICE, BOB], "strict") == STRICT_RULESET
+
+
+def test_nft_ruleset_in_open_mode_differs_only_between_tenants() -> None:
+    strict_rule = (
+        "\t\tip daddr @tenant_nets ip saddr . ip daddr != @same_tenant counter drop "
+        'comment "strict: new connections into a tenant\'s ranges from the tenant only"\n'
+    )
+    open_rule = (
+        "\t\tip daddr @tenant_nets ip saddr != @tenant_nets counter drop "
+        'comment "open: new connections into tenant ranges from tenants only"\n'
+    )
+    expected = STRICT_RULESET.replace(strict_rule, open_rule)
+    assert expected != STRICT_RULESET
+    assert render.nft_ruleset([ALICE, BOB], "open") == expected
+
+
+def test_nft_ruleset_without_tenants_keeps_its_sets_and_chains() -> None:
+    text = render.nft_ruleset([], "strict")
+    assert "\t\t\n" in text  # empty sets: no elements line
+    assert text.count("chain ") == 3
+    assert "elements" not in text
 
 
 def test_nft_add_tenant_adds_only_its_own_pairs() -> None:
