@@ -206,6 +206,12 @@ NETWORK_OPTIONS = frozenset({
     "com.docker.network.bridge.host_binding_ipv4",
     "com.docker.network.container_iface_prefix",
 })  # fmt: skip
+# Bridge options whose "false" only Docker's iptables rules would carry out.
+IPTABLES_OPTIONS = {
+    "com.docker.network.bridge.enable_icc": "isolate the containers of such a network",
+    "com.docker.network.bridge.enable_ip_masquerade": "leave a network's traffic unmasqueraded",
+}
+GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # strconv.ParseBool's true
 TMPFS_VOLUME_OPTIONS = re.compile(
     r"^(size=\d+[kmgKMG%]?|nr_inodes=\d+[kmgKMG]?|mode=[0-7]{3,4}|uid=\d+|gid=\d+|"
     r"noexec|nosuid|nodev|ro|rw)$"
@@ -607,14 +613,29 @@ def _network_create(ask: Ask) -> None:
         raise Denied("ingress networks are not allowed")
     if flag(body.get("enableipv6"), "EnableIPv6"):
         raise Denied("IPv6 networks are not supported for tenants")
-    for key in mapping(body.get("options"), "Options"):
+    if flag(body.get("internal"), "Internal"):
+        raise Denied("internal networks (--internal) are not available: tenant daemons run "
+                     "without Docker's iptables rules, which alone keep such a network from "
+                     "the host, the outside and the upstream DNS resolver")  # fmt: skip
+    _network_options(mapping(body.get("options"), "Options"))
+    _ipam(struct(body.get("ipam"), "IPAM", IPAM_FIELDS), ask.tenant)
+
+
+def _network_options(options: dict[str, Any]) -> None:
+    for key, value in options.items():
         if key not in NETWORK_OPTIONS:
             raise Denied(f"network option {key!r} is not allowed (a bridge name or parent "
                          "interface of its own would reach beyond the tenant)")  # fmt: skip
-    ipam = struct(body.get("ipam"), "IPAM", IPAM_FIELDS)
+        if key in IPTABLES_OPTIONS and value not in GO_TRUE:
+            raise Denied(f"network option {key}={value} is not available: tenant daemons "
+                         "run without Docker's iptables rules, which alone "
+                         f"{IPTABLES_OPTIONS[key]}")  # fmt: skip
+
+
+def _ipam(ipam: dict[str, Any], tenant: Tenant) -> None:
     if text(ipam.get("driver"), "IPAM.Driver") not in ("", "default"):
         raise Denied("IPAM drivers other than default are not allowed")
-    pool = ipaddress.ip_network(ask.tenant.networks_pool)
+    pool = ipaddress.ip_network(tenant.networks_pool)
     for index, entry in enumerate(items(ipam.get("config"), "IPAM.Config")):
         config = struct(entry, f"IPAM.Config[{index}]", IPAM_CONFIG_FIELDS)
         for key in ("subnet", "iprange"):

@@ -389,3 +389,27 @@ def test_device_requests_follow_the_rule_at_create_as_at_update() -> None:
     update = request("POST", "/v1.41/containers/abc/update", gpus)
     denied(update, "--gpus")
     assert policy.authorize(update, allowing, TENANT, LOOKUPS) == (True, "")
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"Name": "i", "Internal": True}, ["--internal", "iptables"]),
+        ({"Name": "c", "Options": {"com.docker.network.bridge.enable_icc": "false"}},
+         ["enable_icc=false"]),
+        ({"Name": "c", "Options": {"com.docker.network.bridge.enable_icc": "0"}},
+         ["enable_icc=0"]),
+        ({"Name": "c", "Options": {"com.docker.network.bridge.enable_icc": "maybe"}},
+         ["enable_icc=maybe"]),
+        ({"Name": "m", "Options": {"com.docker.network.bridge.enable_ip_masquerade": "F"}},
+         ["enable_ip_masquerade=F"]),
+    ],
+)  # fmt: skip
+def test_network_semantics_only_iptables_would_carry_out_are_denied(
+    body: dict[str, Any], words: list[str]
+) -> None:
+    denied(request("POST", "/v1.41/networks/create", body), *words)
+    bridge = "com.docker.network.bridge"
+    on = {"Name": "ok", "Options": {f"{bridge}.enable_icc": "true",
+                                    f"{bridge}.enable_ip_masquerade": "1"}}  # fmt: skip
+    assert decide(request("POST", "/v1.41/networks/create", on)) == (True, "")
