@@ -174,6 +174,13 @@ def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> l
         if decision.action not in (STOP, STOP_WITH_CONTAINERS):
             continue
         allocation = by_user[decision.user]
+        # Stops take seconds each: what was idle at the start of the pass is looked at
+        # again just before its own stop, and kept if it is in use now.
+        again = decide(mark_sessions_active(observe([allocation]), time.time())[0], config.reap,
+                       time.time())  # fmt: skip
+        if again.action != decision.action:
+            decision.action, decision.reasons = again.action, again.reasons
+            continue
         reason = "; ".join(decision.reasons)
         try:
             with_containers = decision.action == STOP_WITH_CONTAINERS
