@@ -16,6 +16,7 @@ from pathlib import Path
 from dtenant_session import (
     command,
     dockerapi,
+    dockerhost,
     files,
     log,
     mountinfo,
@@ -250,6 +251,7 @@ def remove(user: str, config: Config, *, purge: bool) -> list[str]:
         network.sync_firewall(registry.all(), config)
         steps.append("removed its firewall entries and its registry entry")
     stamp.forget(user)
+    dockerhost.discard(user)
     t.socket.unlink(missing_ok=True)
     treewalk.remove_tree(str(t.run_dir))
     if purge:

@@ -15,6 +15,8 @@ PAM_ENV_CONF = f"{CONFIG_DIR}/pam_env.conf"
 STATE_DIR = "/var/lib/dtenant"  # registry and every tenant's data (persistent)
 REGISTRY = f"{STATE_DIR}/registry.sqlite3"
 TENANTS_DIR = f"{STATE_DIR}/tenants"
+# Who gets DOCKER_HOST at login: pam_listfile in pam/dtenant reads it (dockerhost.py).
+DOCKER_HOST_USERS = f"{STATE_DIR}/docker-host-users"
 
 RUN_DIR = "/run/dtenant"  # volatile: stamps, locks, exec-roots
 STAMPS_DIR = f"{RUN_DIR}/stamps"

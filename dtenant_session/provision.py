@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dtenant_session import (
+    dockerhost,
     files,
     idmap,
     lifecycle,
@@ -117,6 +118,7 @@ def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = Fa
     started = time.monotonic()
     account = tenant.lookup(user)
     tenant.check_eligible(account, config.eligibility)
+    dockerhost.add(user)  # its logins get DOCKER_HOST (pam_listfile reads the list)
     with tenant_lock(user, timeout):
         with Registry() as registry:
             allocation = registry.get(user)
