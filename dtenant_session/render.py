@@ -131,7 +131,7 @@ def pam_session_lines() -> list[tuple[str, str]]:
     dtenant's list. Static: the rules are applied to the list, never to these lines.
 
     Nothing here can fail a login or a logout: only success jumps (pam.conf(5): a jump
-    counts as "ok", and libpam replays the chain at close_session as if required).
+    counts as "ok"), and anything else is ignored.
     """
     # Only at open_session: at close the PAM environment holds what pam_env read from the
     # user's ~/.pam_environment; logouts reach the reaper through logind instead.

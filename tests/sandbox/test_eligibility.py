@@ -52,7 +52,8 @@ def listed(lab: host.Lab) -> list[str]:
 class PamLog:
     """What PAM modules and dtenant log from now on, in the whole journal."""
 
-    WORDS = ("pam_exec", "pam_listfile", "pam_env", "exit code", "Refused user",
+    # Not pam_env as such: Debian's sshd stack reads ~/.pam_environment and says so.
+    WORDS = ("pam_exec", "pam_listfile", "dtenant/pam_env.conf", "exit code", "Refused user",
              "world writable", "Couldn't open", "bad jump")  # fmt: skip
 
     def __init__(self, lab: host.Lab) -> None:
@@ -177,4 +178,36 @@ def test_remove_takes_the_user_off_the_list(lab: host.Lab) -> None:
     over_ssh(lab, user)
     assert user in listed(lab)
     lab.run(["dtenant", "remove", user])
+    assert user not in listed(lab)
+
+
+SESSION_ACROSS_A_CHANGE = """
+import pam, subprocess, sys
+user, change = sys.argv[1], sys.argv[2]
+session = pam.PamAuthenticator()
+assert session.authenticate(user, "", service="dtenant-check-login", call_end=False)
+opened = session.open_session()
+before = session.getenv("DOCKER_HOST")
+subprocess.run(["sh", "-c", change], check=True)
+closed = session.close_session()
+session.end()
+print(opened, closed, before or "unset")
+"""
+
+
+def test_a_list_change_during_a_session_fails_neither_open_nor_close(
+    lab: host.Lab, rules: Callable[..., None]
+) -> None:
+    """libpam replays the open chain at close_session: the list line that jumped at
+    open (user not listed) runs again at close, when the user may be listed."""
+    user = _user(lab, "across")
+    rules(f'deny = ["root", "nobody", "{user}"]')
+    put_on = f"rm -f {RULES} && dtenant setup >/dev/null && dtenant provision {user} >/dev/null"
+    seen = lab.run(["python3", "-c", SESSION_ACROSS_A_CHANGE, user, put_on], timeout=300)
+    assert seen.stdout.split() == ["0", "0", "unset"], seen.stderr
+    assert user in listed(lab)
+    deny = f'[eligibility]\\ndeny = ["root", "nobody", "{user}"]\\n'
+    take_off = f"printf '{deny}' > {RULES} && dtenant setup >/dev/null"
+    seen = lab.run(["python3", "-c", SESSION_ACROSS_A_CHANGE, user, take_off], timeout=300)
+    assert seen.stdout.split() == ["0", "0", _own(user).split("=", 1)[1]], seen.stderr
     assert user not in listed(lab)
