@@ -66,7 +66,7 @@ def _setup(args: argparse.Namespace) -> int:
 
     settings = config.load()
     if args.print_pam:
-        print(render.pam_snippet(settings), end="")
+        print(render.pam_snippet(), end="")
         return 0
     for step in setup.apply(settings):
         print(step)

@@ -18,6 +18,7 @@ from dtenant_session import (
     desired,
     disabled,
     dockerapi,
+    dockerhost,
     files,
     log,
     mountinfo,
@@ -265,6 +266,7 @@ def remove(user: str, config: Config, *, purge: bool) -> list[str]:
         network.sync_firewall(registry.all(), config)
         steps.append("removed its firewall entries and its registry entry")
     stamp.forget(user)
+    dockerhost.discard(user)
     t.socket.unlink(missing_ok=True)
     treewalk.remove_tree(str(t.run_dir))
     if purge:

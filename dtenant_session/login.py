@@ -14,7 +14,9 @@ import select
 import signal
 import sys
 import time
+from collections.abc import Callable
 
+from dtenant_session import paths
 from dtenant_session.config import Config
 from dtenant_session.errors import DtenantError
 
@@ -37,7 +39,7 @@ def _log(message: str, user: str, priority: int = 3) -> None:
 
 
 def cold_path(user: str) -> None:
-    from dtenant_session import config, log, tenant
+    from dtenant_session import config, dockerhost, log, tenant
 
     started = time.monotonic()
     try:
@@ -49,13 +51,26 @@ def cold_path(user: str) -> None:
         tenant.check_eligible(tenant.lookup(user), settings.eligibility)
         tenant.check_enabled(user)
     except tenant.Disabled as exc:
+        # Kept on the list: their docker commands reach the explainer, which says why.
+        _docker_host(dockerhost.add, user)
         _log(f"not provisioned: {exc}", user, priority=5)
         return
     except tenant.NotEligible as exc:
+        _docker_host(dockerhost.discard, user)  # the rules may have changed since
         log.trace("decision", f"login {user}", f"not provisioned: {exc}", started, user=user)
         return  # not ours: root, system users, anyone the config excludes
     log.trace("decision", f"login {user}", "eligible: provision", started, user=user)
+    # Before provisioning, which may take long or fail: pam_listfile reads the list right
+    # after this hook, and an eligible user's DOCKER_HOST never depended on provisioning.
+    _docker_host(dockerhost.add, user)
     _provision_within(user, settings)
+
+
+def _docker_host(change: Callable[[str], None], user: str) -> None:
+    try:
+        change(user)
+    except (DtenantError, OSError) as exc:
+        _log(f"{paths.DOCKER_HOST_USERS} not changed: {exc}", user)
 
 
 def _provision_within(user: str, settings: Config) -> None:

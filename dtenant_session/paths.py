@@ -18,6 +18,8 @@ STATE_DIR = "/var/lib/dtenant"  # registry and every tenant's data (persistent)
 REGISTRY = f"{STATE_DIR}/registry.sqlite3"
 TENANTS_DIR = f"{STATE_DIR}/tenants"
 DISABLED_DIR = f"{STATE_DIR}/disabled"  # `dtenant disable USER`: a file per user, the reason
+# Who gets DOCKER_HOST at login: pam_listfile in pam/dtenant reads it (dockerhost.py).
+DOCKER_HOST_USERS = f"{STATE_DIR}/docker-host-users"
 
 RUN_DIR = "/run/dtenant"  # volatile: stamps, locks, exec-roots
 STAMPS_DIR = f"{RUN_DIR}/stamps"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dtenant_session import (
     desired,
+    dockerhost,
     files,
     idmap,
     lifecycle,
@@ -120,6 +121,7 @@ def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = Fa
     account = tenant.lookup(user)
     tenant.check_eligible(account, config.eligibility)
     tenant.check_enabled(user)
+    dockerhost.add(user)  # its logins get DOCKER_HOST (pam_listfile reads the list)
     with tenant_lock(user, timeout):
         with Registry() as registry:
             allocation = registry.get(user)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from dtenant_session import egress, paths
-from dtenant_session.config import Config, Eligibility, Network
+from dtenant_session import egress, paths, tenant
+from dtenant_session.config import Config, Network
 from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation
 
@@ -112,16 +112,6 @@ def unit_path(path: str) -> str:
 _UNIT_PATH = re.compile(r"/[A-Za-z0-9._/@+,=~-]*")
 
 
-def _gate(rules: Eligibility) -> list[str]:
-    """pam_succeed_if tests that are true for users who must NOT get DOCKER_HOST."""
-    tests = [f"uid < {rules.min_uid}", f"uid > {rules.max_uid}"]
-    if rules.groups:
-        tests.append(f"user notingroup {':'.join(rules.groups)}")
-    if rules.deny:
-        tests.append(f"user in {':'.join(rules.deny)}")
-    return tests
-
-
 def slice_limits(config: Config) -> str:
     """Drop-in for every dtenant-*.slice (systemd applies dtenant-.slice.d/ to them all)."""
     limits = config.limits
@@ -152,27 +142,28 @@ def reap_timer_dropin(config: Config) -> str:
     )
 
 
-def pam_session_lines(config: Config) -> list[tuple[str, str]]:
-    """(control, module and arguments): the hook, then DOCKER_HOST for eligible users only.
+def pam_session_lines() -> list[tuple[str, str]]:
+    """(control, module and arguments): the hook, then DOCKER_HOST for the users on
+    dtenant's list. Static: the rules are applied to the list, never to these lines.
 
-    Nothing the hook does can fail a login or a logout. Each gate test skips the rest of
-    the block, pam_env included, for users it matches.
+    Nothing here can fail a login or a logout: only success jumps (pam.conf(5): a jump
+    counts as "ok"), and anything else is ignored.
     """
-    tests = _gate(config.eligibility)
     # Only at open_session: at close the PAM environment holds what pam_env read from the
     # user's ~/.pam_environment; logouts reach the reaper through logind instead.
-    # [default=ignore]: libpam replays the cached chain at close_session as if required.
-    lines = [("[default=ignore]", f"pam_exec.so quiet type=open_session {paths.HOOK}")]
-    for index, test in enumerate(tests):
-        skip = len(tests) - index  # over the remaining tests and pam_env
-        lines.append((f"[success={skip} default=ignore]", f"pam_succeed_if.so quiet {test}"))
-    lines.append(("optional", f"pam_env.so conffile={paths.PAM_ENV_CONF} readenv=0 user_readenv=0"))
-    return lines
+    hook = ("[default=ignore]", f"pam_exec.so quiet type=open_session {paths.HOOK}")
+    # A listed user "fails" sense=deny (ignored): pam_env runs. Anyone else, or a missing
+    # list (onerr=succeed), succeeds and jumps over pam_env: no DOCKER_HOST. The hook,
+    # above, has put the user on the list or taken them off before this line reads it.
+    gate = ("[success=1 default=ignore]", f"pam_listfile.so item=user sense=deny "
+            f"file={paths.DOCKER_HOST_USERS} onerr=succeed quiet")  # fmt: skip
+    env = ("optional", f"pam_env.so conffile={paths.PAM_ENV_CONF} readenv=0 user_readenv=0")
+    return [hook, gate, env]
 
 
-def pam_profile(config: Config) -> str:
-    """Debian's pam-auth-update profile (/usr/share/pam-configs/dtenant)."""
-    body = "".join(f"\t{control}\t{module}\n" for control, module in pam_session_lines(config))
+def pam_profile() -> str:
+    """Debian's pam-auth-update profile (/usr/share/pam-configs/dtenant, shipped as is)."""
+    body = "".join(f"\t{control}\t{module}\n" for control, module in pam_session_lines())
     return (
         "Name: dtenant: a Docker daemon of their own for every user\n"
         "Default: yes\n"
@@ -182,14 +173,23 @@ def pam_profile(config: Config) -> str:
     )
 
 
-def pam_snippet(config: Config) -> str:
+def pam_snippet() -> str:
     """The same lines for distributions without pam-auth-update."""
-    body = "".join(f"session {control} {module}\n" for control, module in pam_session_lines(config))
+    body = "".join(f"session {control} {module}\n" for control, module in pam_session_lines())
     return (
         "# dtenant: add to the session stack shared by your login services (sshd, login,\n"
-        "# su), e.g. /etc/pam.d/system-session, after pam_systemd. Generated for the\n"
-        "# default eligibility rules: `dtenant setup --print-pam` shows yours.\n" + body
+        "# su), e.g. /etc/pam.d/system-session, after pam_systemd. The same lines for\n"
+        f"# every configuration: `dtenant setup` keeps the list {paths.DOCKER_HOST_USERS}\n" + body
     )
+
+
+def pam_user_list(names: Iterable[str]) -> str:
+    """The list pam_listfile reads: one name a line, compared whole with the user name."""
+    unique = set(names)
+    for name in unique:
+        if not tenant.supported_name(name):
+            raise DtenantError(f"user name {name!r} cannot go on {paths.DOCKER_HOST_USERS}")
+    return "".join(f"{name}\n" for name in sorted(unique))
 
 
 def _same_tenant_pairs(allocation: Allocation) -> list[str]:

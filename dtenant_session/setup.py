@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from dtenant_session import (
     command,
+    dockerhost,
     files,
     log,
     network,
@@ -14,6 +16,7 @@ from dtenant_session import (
     render,
     stamp,
     systemd,
+    tenant,
 )
 from dtenant_session.config import Config
 from dtenant_session.errors import DtenantError
@@ -22,13 +25,14 @@ from dtenant_session.registry import Allocation, Registry
 
 def apply(config: Config) -> list[str]:
     steps = []
-    if files.write_if_changed(Path(paths.PAM_PROFILE), render.pam_profile(config)):
-        steps.append(f"wrote {paths.PAM_PROFILE} for the eligibility rules")
+    with Registry() as registry:
+        allocations = registry.all()
+    # Before the stamps go: every next login re-decides its own user anyway.
+    listed = dockerhost.rewrite([a.user for a in allocations], eligible(config))
+    steps.append(f"{len(listed)} users get DOCKER_HOST at login ({paths.DOCKER_HOST_USERS})")
     # --package: keeps the administrator's other choices, enables new Default: yes profiles.
     command.run([command.which("pam-auth-update"), "--package"], timeout=60)
     steps.append("PAM session stack updated (pam-auth-update)")
-    with Registry() as registry:
-        allocations = registry.all()
     network.sync_firewall(allocations, config)
     steps.append(f"firewall synced for {len(allocations)} tenants")
     # Written world-readable by earlier versions; provisioning writes them 0600.
@@ -50,6 +54,17 @@ def apply(config: Config) -> list[str]:
     forgotten = stamp.clear_all()
     steps.append(f"{forgotten} tenants will converge to this configuration at their next login")
     return steps
+
+
+def eligible(config: Config) -> Callable[[str], bool]:
+    def check(user: str) -> bool:
+        try:
+            tenant.check_eligible(tenant.lookup(user), config.eligibility)
+        except tenant.NotEligible:
+            return False
+        return True
+
+    return check
 
 
 def _upgrade_tenants(config: Config, allocations: list[Allocation]) -> list[str]:

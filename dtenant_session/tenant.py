@@ -77,12 +77,17 @@ def by_uid(uid: int) -> Account | None:
         return None
 
 
+def supported_name(name: str) -> bool:
+    """A name dtenant handles: one word, no path, no option (no newline either)."""
+    return _USER_NAME.fullmatch(name) is not None
+
+
 def check_eligible(account: Account, rules: Eligibility) -> None:
     """Raise NotEligible naming the rule the account fails."""
     name = account.name
     if account.uid == 0:
         raise NotEligible(f"user {name!r}: root never gets a tenant daemon")
-    if not _USER_NAME.match(name):
+    if not supported_name(name):
         raise NotEligible(
             f"user {name!r}: name not supported (1-32 of A-Z a-z 0-9 _ . -, not starting "
             "with '.' or '-')"

@@ -135,6 +135,33 @@ def test_the_package_lifecycle(bare_lab: host.Lab, debs: tuple[Path, Path]) -> N
     assert kept
 
 
+def test_setup_leaves_the_package_files_as_shipped(
+    bare_lab: host.Lab, debs: tuple[Path, Path]
+) -> None:
+    """`dtenant setup` with eligibility rules of the host's own changes no file of the
+    package (Debian policy; `dpkg --verify` names any it did), yet the rules apply."""
+    lab = bare_lab
+    _apt(lab, "install", str(debs[0]))
+    try:
+        lab.run(["groupadd", "-f", "dockerusers"])
+        lab.run(["mkdir", "-p", "/etc/dtenant/dtenant.toml.d"])
+        lab.run(["tee", "/etc/dtenant/dtenant.toml.d/50-site.toml"], input=(
+            '[eligibility]\nmin_uid = 1500\nmax_uid = 50000\ngroups = ["dockerusers"]\n'
+            'deny = ["root", "nobody", "mallory"]\n'))  # fmt: skip
+        lab.run(["dtenant", "setup"], timeout=300)
+        verified = lab.run(["dpkg", "--verify", "dtenant"], check=False)
+        assert verified.returncode == 0 and verified.stdout == "", verified.stdout
+        lab.run(["useradd", "--create-home", "--uid", "1600", "--groups", "dockerusers",
+                 "siteuser"])  # fmt: skip
+        lab.authorize_key("siteuser")
+        shown = lab.ssh("siteuser", 'echo "${DOCKER_HOST:-unset}"').stdout.strip()
+        assert shown == "unix:///run/docker-siteuser.sock"
+    finally:
+        _apt(lab, "purge", "dtenant")
+    assert lab.run(["test", "-e", "/var/lib/dtenant/docker-host-users"],
+                   check=False).returncode == 1  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def previous_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """dtenant 0.1 built from its commit in this checkout's history."""

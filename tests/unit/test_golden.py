@@ -34,7 +34,7 @@ RENDERED: dict[str, Callable[[], str]] = {
     "alice.socket-dropin.conf": lambda: render.socket_dropin(ALICE),
     "slice-limits.conf": lambda: render.slice_limits(LIMITED),
     "reap-timer.conf": lambda: render.reap_timer_dropin(Config()),
-    "pam-snippet": lambda: render.pam_snippet(LIMITED),
+    "pam-snippet": lambda: render.pam_snippet(),
     "ruleset.nft": lambda: render.nft_ruleset([ALICE, DIGITS], "strict"),
     "ruleset-open.nft": lambda: render.nft_ruleset([ALICE], "open"),
     "add-alice.nft": lambda: render.nft_add_tenant(ALICE),

@@ -27,7 +27,7 @@ def known() -> set[str]:
     t = Tenant("{}", 0, 0)
     found = {paths.CONFIG_DIR, paths.CONFIG_FILE, paths.CONFIG_DROPINS,
              f"{paths.CONFIG_DROPINS}/*.toml", paths.PAM_ENV_CONF, paths.STATE_DIR,
-             paths.REGISTRY, paths.TENANTS_DIR, paths.RUN_DIR,
+             paths.REGISTRY, paths.TENANTS_DIR, paths.RUN_DIR, paths.DOCKER_HOST_USERS,
              paths.STAMPS_DIR, paths.LOCKS_DIR, paths.RUN_TENANTS_DIR, paths.HOOK,
              paths.socket_path("{}"), paths.stamp_path("{}"), str(t.state_dir), str(t.run_dir),
              str(t.daemon_json), *(str(p) for p in t.subid_files.values())}  # fmt: skip

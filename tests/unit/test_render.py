@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from dtenant_session import render
-from dtenant_session.config import DAEMON_EXTRA, Config, Daemon, Eligibility
+from dtenant_session.config import DAEMON_EXTRA, Config, Daemon
 from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation
 
@@ -51,26 +51,29 @@ def test_no_allowed_extra_key_is_one_dtenant_sets() -> None:
     assert not set(DAEMON_EXTRA) & set(render.daemon_config(ALICE, Config()))
 
 
-def test_pam_gate_skips_pam_env_for_every_ineligible_rule() -> None:
-    lines = render.pam_session_lines(
-        Config(eligibility=Eligibility(min_uid=2000, max_uid=3000, groups=("dk",), deny=("eve",)))
-    )
-    hook = "pam_exec.so quiet type=open_session /usr/lib/dtenant/pam-hook"
-    assert lines[0] == ("[default=ignore]", hook)
-    gates = lines[1:-1]
-    assert [module for _, module in gates] == [
-        "pam_succeed_if.so quiet uid < 2000", "pam_succeed_if.so quiet uid > 3000",
-        "pam_succeed_if.so quiet user notingroup dk", "pam_succeed_if.so quiet user in eve",
+def test_pam_lines_are_static_and_gate_pam_env_on_dtenants_list() -> None:
+    assert render.pam_session_lines() == [
+        ("[default=ignore]", "pam_exec.so quiet type=open_session /usr/lib/dtenant/pam-hook"),
+        ("[success=1 default=ignore]", "pam_listfile.so item=user sense=deny "
+         "file=/var/lib/dtenant/docker-host-users onerr=succeed quiet"),
+        ("optional", "pam_env.so conffile=/etc/dtenant/pam_env.conf readenv=0 user_readenv=0"),
     ]  # fmt: skip
-    # Each gate jumps exactly past pam_env, the last line.
-    for index, (control, _) in enumerate(gates):
-        assert control == f"[success={len(gates) - index} default=ignore]"
-    assert lines[-1][1].startswith("pam_env.so conffile=/etc/dtenant/pam_env.conf")
 
 
-def test_shipped_pam_files_match_the_default_config() -> None:
-    assert (CHECKOUT / "pam" / "dtenant").read_text() == render.pam_profile(Config())
-    assert (CHECKOUT / "pam" / "dtenant.pam").read_text() == render.pam_snippet(Config())
+def test_no_pam_line_jumps_or_fails_on_a_failure() -> None:
+    """pam.conf(5): a jump is 'ok' (libpam replays it as required at close_session), so
+    only success may jump; anything else is ignored, and nothing is required."""
+    for control, module in render.pam_session_lines():
+        if control == "optional":
+            continue
+        actions = dict(word.split("=") for word in control.strip("[]").split())
+        assert actions.pop("default") == "ignore", module
+        assert set(actions) <= {"success"}, module
+
+
+def test_shipped_pam_files_are_the_rendered_ones() -> None:
+    assert (CHECKOUT / "pam" / "dtenant").read_text() == render.pam_profile()
+    assert (CHECKOUT / "pam" / "dtenant.pam").read_text() == render.pam_snippet()
     env = (CHECKOUT / "pam" / "pam_env.conf").read_text()
     assert "DOCKER_HOST DEFAULT=unix:///run/docker-@{PAM_USER}.sock" in env
 
@@ -140,6 +143,16 @@ def test_nft_ruleset_without_tenants_keeps_its_sets_and_chains() -> None:
     assert "\t\t\n" in text  # empty sets: no elements line
     assert text.count("chain ") == 3
     assert "elements" not in text
+
+
+def test_the_docker_host_list_is_one_name_a_line() -> None:
+    """pam_listfile compares each whole line (less its newline) with the user name."""
+    names = {"bob", "4242", "default", "alice"}
+    assert render.pam_user_list(names) == "4242\nalice\nbob\ndefault\n"
+    assert render.pam_user_list(set()) == ""
+    for bad in ("", "a b", "a\nb", "alice\n", "-x", ".x", "a/b", "x" * 33, "tab\t"):
+        with pytest.raises(DtenantError):
+            render.pam_user_list({bad})
 
 
 def test_nft_add_tenant_adds_only_its_own_pairs() -> None:
