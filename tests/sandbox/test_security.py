@@ -271,8 +271,11 @@ def test_nothing_docker_keeps_is_within_the_users_reach(lab: host.Lab, alice: st
             "DOCKER_BUILDKIT=0 docker build -q -t kb ~/bld")  # fmt: skip
     try:
         uid, gid = _ids(lab, "alice")
-        # As root: nothing is owned by alice or writable by anyone but its owner's ids.
+        # As root: nothing Docker keeps for itself is owned by alice. Not inside layers and
+        # volumes: what a container writes there as alice's own id (keep-id) is alice's,
+        # behind parents she cannot pass (below).
         found = lab.run(["find", "/run/dtenant", "/var/lib/dtenant", "/run/docker",
+                         "(", "-path", "*/diff", "-o", "-path", "*/_data", ")", "-prune", "-o",
                          "(", "-uid", str(uid), "-o", "-gid", str(gid), ")",
                          "-print"], check=False).stdout  # fmt: skip
         assert found.strip() == ""
