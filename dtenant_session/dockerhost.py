@@ -28,6 +28,21 @@ LOCK = f"{paths.LOCKS_DIR}/.docker-host-users.lock"
 MODE = 0o644
 
 
+def unsafe(st: os.stat_result | None) -> str | None:
+    """Why pam_listfile would not read the list as dtenant wrote it (pure): then it fails
+    every user, and everyone, root too, gets DOCKER_HOST. None when all is well."""
+    import stat
+
+    if st is None:
+        return "is missing: nobody gets DOCKER_HOST"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (pam_listfile then gives everyone DOCKER_HOST)"
+    if st.st_uid != 0 or st.st_mode & 0o022:
+        return (f"is owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):o}: only "
+                "root may write it (pam_listfile then gives everyone DOCKER_HOST)")  # fmt: skip
+    return None
+
+
 def parse(text: str) -> set[str]:
     return {line for line in text.splitlines() if line}
 

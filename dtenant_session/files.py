@@ -36,9 +36,12 @@ def replace(path: str | os.PathLike[str], content: str, mode: int = 0o644,
 
 
 def write_if_changed(path: Path, content: str, mode: int = 0o644) -> bool:
-    """replace(), unless content and mode are already so (then False, no write)."""
+    """replace(), unless content and mode are already so (then False, no write). A symlink
+    or anything but a regular file in its place is replaced, never followed."""
     try:
-        if path.read_text() == content and stat.S_IMODE(path.stat().st_mode) == mode:
+        st = path.lstat()
+        if (stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == mode
+                and path.read_text() == content):  # fmt: skip
             return False
     except (FileNotFoundError, UnicodeDecodeError):
         pass

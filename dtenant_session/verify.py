@@ -199,7 +199,23 @@ def verify_all(config: Any, only: str | None = None) -> Report:
             {a.user for a in allocations}, {a.tenant.bridge for a in allocations}
         )
         report.findings += check_subid_files()
+        report.findings += check_docker_host_list()
     return report
+
+
+def check_docker_host_list() -> list[Finding]:
+    """The list pam_listfile reads is root's regular file, as `dtenant setup` writes it."""
+    from dtenant_session import dockerhost
+
+    try:
+        seen: os.stat_result | None = os.stat(paths.DOCKER_HOST_USERS, follow_symlinks=False)
+    except FileNotFoundError:
+        seen = None
+    problem = dockerhost.unsafe(seen)
+    if problem is None:
+        return []
+    return [Finding("", "pam", f"{paths.DOCKER_HOST_USERS} {problem}", paths.DOCKER_HOST_USERS,
+                    advice="run `dtenant setup`")]  # fmt: skip
 
 
 def check_subid_files() -> list[Finding]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -47,3 +48,14 @@ def test_rewrite_decides_every_name_again(listfile: Path) -> None:
     kept = dockerhost.rewrite(["carol", "dave"], lambda name: name in {"alice", "carol"})
     assert kept == {"alice", "carol"}
     assert listfile.read_text() == "alice\ncarol\n"
+
+
+def test_a_list_pam_listfile_would_refuse_is_named() -> None:
+    def seen(mode: int, uid: int = 0) -> os.stat_result:
+        return os.stat_result((mode, 0, 0, 1, uid, 0, 0, 0, 0, 0))
+
+    assert dockerhost.unsafe(seen(stat.S_IFREG | 0o644)) is None
+    assert "missing" in (dockerhost.unsafe(None) or "")
+    assert "not a regular file" in (dockerhost.unsafe(seen(stat.S_IFLNK | 0o777)) or "")
+    assert "mode 666" in (dockerhost.unsafe(seen(stat.S_IFREG | 0o666)) or "")
+    assert "uid 1000" in (dockerhost.unsafe(seen(stat.S_IFREG | 0o644, uid=1000)) or "")

@@ -62,3 +62,14 @@ def test_the_registry_and_its_wal_are_root_s_alone(tmp_path: Path) -> None:
         for suffix in ("-wal", "-shm"):
             sidecar = path.with_name(path.name + suffix)
             assert not sidecar.exists() or _mode(sidecar) == 0o600
+
+
+def test_a_symlink_in_the_place_of_a_file_is_replaced_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("same\n")
+    target.chmod(0o644)
+    link = tmp_path / "list"
+    link.symlink_to(target)
+    assert files.write_if_changed(link, "same\n", 0o644)  # same content, yet replaced
+    assert not link.is_symlink() and link.read_text() == "same\n"
+    assert target.read_text() == "same\n"
