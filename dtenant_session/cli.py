@@ -160,6 +160,14 @@ def _restart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _boot(_args: argparse.Namespace) -> int:
+    from dtenant_session import config, lifecycle
+
+    for step in lifecycle.boot(config.load()):
+        print(step)
+    return 0
+
+
 def _logs(args: argparse.Namespace) -> int:
     """The journal of the tenant's daemon, its plugin and what dtenant did for it."""
     import os
@@ -287,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "provisioned")  # fmt: skip
     rename.add_argument("old", metavar="OLD")
     rename.add_argument("new", metavar="NEW")
+    command("boot", _boot,
+            "start the daemons of tenants whose containers restart with them "
+            "(dtenant-boot.service runs this at boot)")  # fmt: skip
     check_login = command("check-login", _check_login,
                           "open a real PAM session for USER (as root, no password) and "
                           "report what a login does")  # fmt: skip

@@ -14,6 +14,8 @@ import signal
 from pathlib import Path
 
 from dtenant_session import (
+    activity,
+    bootstart,
     command,
     desired,
     disabled,
@@ -267,6 +269,7 @@ def remove(user: str, config: Config, *, purge: bool) -> list[str]:
         steps.append("removed its firewall entries and its registry entry")
     stamp.forget(user)
     dockerhost.discard(user)
+    bootstart.forget(user)
     t.socket.unlink(missing_ok=True)
     treewalk.remove_tree(str(t.run_dir))
     if purge:
@@ -331,3 +334,31 @@ def restart(user: str, config: Config) -> list[str]:
 
     systemd.run(start, timeout=120)
     return [f"stopped {t.service_unit} and its containers", f"started {t.service_unit}"]
+
+
+def boot(config: Config) -> list[str]:
+    """At boot (dtenant-boot.service, after the firewall): provision, as a login would,
+    every tenant whose daemon has containers it restarts (bootstart.py), and start those
+    daemons, without waiting for them. The start counts as activity: the reaper's
+    stop_running_after counts from it."""
+    from dtenant_session import provision  # it imports this module
+
+    with Registry() as registry:
+        known = {a.user for a in registry.all()}
+    steps, units = [], []
+    for user in bootstart.marked():
+        if user not in known:
+            bootstart.forget(user)
+            continue
+        try:
+            allocation = provision.ensure(user, config).allocation
+        except Exception as exc:  # noqa: BLE001 - one tenant must not keep the others down
+            log.log(f"not started at boot: {exc}", priority=log.WARNING, user=user, step="boot")
+            steps.append(f"{user}: not started: {exc}")
+            continue
+        activity.touch(user)
+        units.append(allocation.tenant.service_unit)
+        steps.append(f"{user}: starting {allocation.tenant.service_unit} for its containers")
+    if units:
+        command.run([command.which("systemctl"), "start", "--no-block", *units], timeout=60)
+    return steps or ["no tenant has containers that restart"]
