@@ -362,3 +362,42 @@ def boot(config: Config) -> list[str]:
     if units:
         command.run([command.which("systemctl"), "start", "--no-block", *units], timeout=60)
     return steps or ["no tenant has containers that restart"]
+
+
+def restart_outdated(config: Config) -> list[str]:
+    """Move daemons that run an outdated binary (binaries.py) to the new one, where that
+    costs their users nothing: a daemon with no running container and no open API
+    connection stops, and its socket starts the new dockerd at the next command. One
+    with running containers is kept and named: its containers run under its own
+    containerd, in its own mount namespace, and stop with it (no live-restore across a
+    restart here), so only its user or the administrator can choose the moment
+    (`dtenant restart USER`; restart policies bring them back)."""
+    from dtenant_session import reaper, status  # they import this module
+
+    rows = [r for r in status.collect() if r.outdated]
+    with Registry() as registry:
+        allocations = {a.user: a for a in registry.all()}
+    ss = command.run([command.which("ss"), "-xnH", "state", "connected"], timeout=30)
+    connections = reaper.socket_connections(ss.stdout)
+    steps = []
+    for row in rows:
+        stale = ", ".join(row.outdated)
+        allocation = allocations.get(row.user)
+        if allocation is None:
+            continue
+        if row.running_containers != 0:
+            running = "?" if row.running_containers is None else row.running_containers
+            steps.append(f"{row.user}: kept: runs an outdated {stale} and {running} "
+                         f"container(s) that would stop; `dtenant restart {row.user}` "
+                         f"when convenient")  # fmt: skip
+            continue
+        if connections.get(row.socket):
+            steps.append(f"{row.user}: kept for now: runs an outdated {stale}, and a client "
+                         f"is connected")  # fmt: skip
+            continue
+        stop_daemon(allocation, config, with_containers=False)
+        log.log(f"stopped the daemon running an outdated {stale}; its socket starts the new "
+                f"one", priority=log.NOTICE, user=row.user, step="outdated")  # fmt: skip
+        steps.append(f"{row.user}: stopped (it ran an outdated {stale} and no container); "
+                     f"the next docker command starts the new one")  # fmt: skip
+    return steps or ["no daemon runs an outdated binary"]

@@ -204,8 +204,22 @@ def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> l
         what = "daemon and its containers" if decision.action == STOP_WITH_CONTAINERS else "daemon"
         log.log(f"reaper stopped the idle {what} ({reason}); its socket still listens",
                 priority=log.NOTICE, user=decision.user, step="reap")  # fmt: skip
+    if user is None:
+        _move_outdated(config)
     _refresh_sizes(allocations)
     return isolated + decisions
+
+
+def _move_outdated(config: Config) -> None:
+    """Daemons left on an old dockerd or containerd by an update move to the new one when
+    that stops nothing of theirs (lifecycle.restart_outdated); the rest are logged."""
+    try:
+        for step in lifecycle.restart_outdated(config):
+            if "kept" in step:
+                log.log(f"reaper: {step}", priority=log.NOTICE, step="reap")
+    except Exception as exc:  # noqa: BLE001 - the pass goes on
+        log.log(f"reaper: cannot look for outdated daemons: {exc}", priority=log.WARNING,
+                step="reap")  # fmt: skip
 
 
 def _record_sessions(users: list[str]) -> None:

@@ -230,6 +230,50 @@ def test_restarting_either_daemon_or_nftables_breaks_neither(
     assert _fetch_in_container(lab, "alice", "", f"http://{system}:80/") == BLOCKED
 
 
+# --- docker.io and containerd updates -------------------------------------------------
+
+
+def _outdated(lab: host.Lab) -> dict[str, list[str]]:
+    rows = json.loads(lab.run(["dtenant", "status", "--json"]).stdout)
+    return {str(r["user"]): list(r.get("outdated", ["(not shown)"])) for r in rows}
+
+
+def _replace_binary(lab: host.Lab, path: str) -> None:
+    """What dpkg does to a binary it updates: a new file renamed over the old one."""
+    lab.sh(f"cp -p {path} {path}.dpkg-new && mv {path}.dpkg-new {path}")
+
+
+def test_an_update_shows_and_moves_outdated_daemons(lab: host.Lab, after_boot: AfterBoot) -> None:
+    """The idle daemon moves to the new dockerd at once; the one running containers is
+    named and kept (its containers run under its own containerd and would stop)."""
+    lab.ssh("bob", "docker ps -q")  # bob's daemon runs, with no container
+    assert _outdated(lab)["bob"] == []
+    _replace_binary(lab, "/usr/sbin/dockerd")
+    _replace_binary(lab, "/usr/bin/containerd")
+    outdated = _outdated(lab)
+    assert outdated["bob"] == ["containerd", "dockerd"]
+    assert outdated["alice"] == ["containerd", "dockerd"]
+    assert "outdated containerd, dockerd" in lab.run(["dtenant", "status"]).stdout
+    moved = lab.run(["dtenant", "restart", "--outdated"]).stdout
+    assert _property(lab, "docker@bob.service", "ActiveState") == "inactive", moved
+    assert _property(lab, "docker@alice.service", "ActiveState") == "active", moved
+    assert "alice: kept" in moved
+    assert len(_as_root(lab, "alice", "ps -q").split()) == len(RESTARTING)
+    assert lab.ssh("bob", f"docker run --rm {IMAGE} echo ok").stdout.strip() == "ok"
+    assert _outdated(lab)["bob"] == []
+
+
+def test_a_dpkg_trigger_moves_them(lab: host.Lab, after_boot: AfterBoot) -> None:
+    installed = lab.run(["dpkg-query", "-W", "-f", "${Status}", "dtenant"], check=False)
+    if "installed" not in installed.stdout:
+        pytest.skip("dtenant installed by install.sh: no dpkg trigger")
+    lab.ssh("carol", "docker ps -q")
+    _replace_binary(lab, "/usr/sbin/dockerd")
+    assert _outdated(lab)["carol"] == ["dockerd"]
+    lab.sh("dpkg-trigger --no-await /usr/sbin/dockerd && dpkg --triggers-only --pending")
+    assert _property(lab, "docker@carol.service", "ActiveState") == "inactive"
+
+
 def test_the_lab_reboots_with_its_units_stopped_cleanly(lab: host.Lab) -> None:
     """The lab's reboot is a clean shutdown: units' ExecStop= run, as on a host."""
     lab.sh("mkdir -p /etc/systemd/system && printf '[Service]\\nType=oneshot\\n"
