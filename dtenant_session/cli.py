@@ -155,7 +155,23 @@ def _enable(args: argparse.Namespace) -> int:
 def _restart(args: argparse.Namespace) -> int:
     from dtenant_session import config, lifecycle
 
-    for step in lifecycle.restart(args.user, config.load()):
+    if args.outdated == bool(args.user):
+        raise DtenantError("restart: name a USER or give --outdated (not both)")
+    settings = config.load()
+    steps = (
+        lifecycle.restart_outdated(settings)
+        if args.outdated
+        else lifecycle.restart(args.user, settings)
+    )
+    for step in steps:
+        print(step)
+    return 0
+
+
+def _boot(_args: argparse.Namespace) -> int:
+    from dtenant_session import config, lifecycle
+
+    for step in lifecycle.boot(config.load()):
         print(step)
     return 0
 
@@ -231,8 +247,11 @@ def _tenant_commands(command: Command) -> None:
     enable = command("enable", _enable, "lift `dtenant disable USER`")
     enable.add_argument("user")
     restart = command("restart", _restart, "restart USER's daemon (containers stop; restart "
-                      "policies apply)")  # fmt: skip
-    restart.add_argument("user")
+                      "policies apply); --outdated: stop every daemon that runs an outdated "
+                      "dockerd or containerd and no container (the next command starts the "
+                      "new one), and name those that run containers")  # fmt: skip
+    restart.add_argument("user", nargs="?")
+    restart.add_argument("--outdated", action="store_true")
     logs = command("logs", _logs, "the journal of USER's daemon, its plugin and dtenant's "
                    "steps for it")  # fmt: skip
     logs.add_argument("user")
@@ -287,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "provisioned")  # fmt: skip
     rename.add_argument("old", metavar="OLD")
     rename.add_argument("new", metavar="NEW")
+    command("boot", _boot,
+            "start the daemons of tenants whose containers restart with them "
+            "(dtenant-boot.service runs this at boot)")  # fmt: skip
     check_login = command("check-login", _check_login,
                           "open a real PAM session for USER (as root, no password) and "
                           "report what a login does")  # fmt: skip

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from dtenant_session import dockerapi, files, paths
+from dtenant_session import bootstart, dockerapi, files, paths
 
 WAIT = 20.0  # seconds for dockerd to reload its file
 
@@ -81,6 +81,9 @@ def main(argv: list[str]) -> int:
             print(f"dtenant: stopped {len(scopes)} container(s) left without their daemon")
             return 0
         if len(argv) == 2 and argv[1].isdigit():
+            # Before its containers stop: which of them the daemon restarts at its next
+            # start decides whether it starts at boot.
+            print(f"dtenant: {bootstart.record(argv[0])}")
             print(f"dtenant: {live_restore_off(argv[0], int(argv[1]))}")
             return 0
     except Exception as exc:  # noqa: BLE001 - a stop must go on whatever happens here

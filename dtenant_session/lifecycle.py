@@ -14,6 +14,8 @@ import signal
 from pathlib import Path
 
 from dtenant_session import (
+    activity,
+    bootstart,
     command,
     desired,
     disabled,
@@ -267,6 +269,7 @@ def remove(user: str, config: Config, *, purge: bool) -> list[str]:
         steps.append("removed its firewall entries and its registry entry")
     stamp.forget(user)
     dockerhost.discard(user)
+    bootstart.forget(user)
     t.socket.unlink(missing_ok=True)
     treewalk.remove_tree(str(t.run_dir))
     if purge:
@@ -331,3 +334,70 @@ def restart(user: str, config: Config) -> list[str]:
 
     systemd.run(start, timeout=120)
     return [f"stopped {t.service_unit} and its containers", f"started {t.service_unit}"]
+
+
+def boot(config: Config) -> list[str]:
+    """At boot (dtenant-boot.service, after the firewall): provision, as a login would,
+    every tenant whose daemon has containers it restarts (bootstart.py), and start those
+    daemons, without waiting for them. The start counts as activity: the reaper's
+    stop_running_after counts from it."""
+    from dtenant_session import provision  # it imports this module
+
+    with Registry() as registry:
+        known = {a.user for a in registry.all()}
+    steps, units = [], []
+    for user in bootstart.marked():
+        if user not in known:
+            bootstart.forget(user)
+            continue
+        try:
+            allocation = provision.ensure(user, config).allocation
+        except Exception as exc:  # noqa: BLE001 - one tenant must not keep the others down
+            log.log(f"not started at boot: {exc}", priority=log.WARNING, user=user, step="boot")
+            steps.append(f"{user}: not started: {exc}")
+            continue
+        activity.touch(user)
+        units.append(allocation.tenant.service_unit)
+        steps.append(f"{user}: starting {allocation.tenant.service_unit} for its containers")
+    if units:
+        command.run([command.which("systemctl"), "start", "--no-block", *units], timeout=60)
+    return steps or ["no tenant has containers that restart"]
+
+
+def restart_outdated(config: Config) -> list[str]:
+    """Move daemons that run an outdated binary (binaries.py) to the new one, where that
+    costs their users nothing: a daemon with no running container and no open API
+    connection stops, and its socket starts the new dockerd at the next command. One
+    with running containers is kept and named: its containers run under its own
+    containerd, in its own mount namespace, and stop with it (no live-restore across a
+    restart here), so only its user or the administrator can choose the moment
+    (`dtenant restart USER`; restart policies bring them back)."""
+    from dtenant_session import reaper, status  # they import this module
+
+    rows = [r for r in status.collect() if r.outdated]
+    with Registry() as registry:
+        allocations = {a.user: a for a in registry.all()}
+    ss = command.run([command.which("ss"), "-xnH", "state", "connected"], timeout=30)
+    connections = reaper.socket_connections(ss.stdout)
+    steps = []
+    for row in rows:
+        stale = ", ".join(row.outdated)
+        allocation = allocations.get(row.user)
+        if allocation is None:
+            continue
+        if row.running_containers != 0:
+            running = "?" if row.running_containers is None else row.running_containers
+            steps.append(f"{row.user}: kept: runs an outdated {stale} and {running} "
+                         f"container(s) that would stop; `dtenant restart {row.user}` "
+                         f"when convenient")  # fmt: skip
+            continue
+        if connections.get(row.socket):
+            steps.append(f"{row.user}: kept for now: runs an outdated {stale}, and a client "
+                         f"is connected")  # fmt: skip
+            continue
+        stop_daemon(allocation, config, with_containers=False)
+        log.log(f"stopped the daemon running an outdated {stale}; its socket starts the new "
+                f"one", priority=log.NOTICE, user=row.user, step="outdated")  # fmt: skip
+        steps.append(f"{row.user}: stopped (it ran an outdated {stale} and no container); "
+                     f"the next docker command starts the new one")  # fmt: skip
+    return steps or ["no daemon runs an outdated binary"]

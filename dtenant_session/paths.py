@@ -20,6 +20,8 @@ TENANTS_DIR = f"{STATE_DIR}/tenants"
 DISABLED_DIR = f"{STATE_DIR}/disabled"  # `dtenant disable USER`: a file per user, the reason
 # Who gets DOCKER_HOST at login: pam_listfile in pam/dtenant reads it (dockerhost.py).
 DOCKER_HOST_USERS = f"{STATE_DIR}/docker-host-users"
+# A file per tenant whose daemon has containers it restarts: started at boot (bootstart.py).
+START_AT_BOOT_DIR = f"{STATE_DIR}/start-at-boot"
 
 RUN_DIR = "/run/dtenant"  # volatile: stamps, locks, exec-roots
 STAMPS_DIR = f"{RUN_DIR}/stamps"

@@ -16,7 +16,17 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from dtenant_session import activity, command, lifecycle, log, standing, status, systemd, treewalk
+from dtenant_session import (
+    activity,
+    bootstart,
+    command,
+    lifecycle,
+    log,
+    standing,
+    status,
+    systemd,
+    treewalk,
+)
 from dtenant_session.config import Config, Reap
 from dtenant_session.registry import Allocation, Registry
 
@@ -170,6 +180,7 @@ def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> l
     if dry_run:
         return isolated + decisions
     _record_sessions([one.user for one in seen if one.sessions])
+    _record_boot_starts([one.user for one in seen if one.daemon == "active"])
     for decision in decisions:
         if decision.action not in (STOP, STOP_WITH_CONTAINERS):
             continue
@@ -193,8 +204,22 @@ def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> l
         what = "daemon and its containers" if decision.action == STOP_WITH_CONTAINERS else "daemon"
         log.log(f"reaper stopped the idle {what} ({reason}); its socket still listens",
                 priority=log.NOTICE, user=decision.user, step="reap")  # fmt: skip
+    if user is None:
+        _move_outdated(config)
     _refresh_sizes(allocations)
     return isolated + decisions
+
+
+def _move_outdated(config: Config) -> None:
+    """Daemons left on an old dockerd or containerd by an update move to the new one when
+    that stops nothing of theirs (lifecycle.restart_outdated); the rest are logged."""
+    try:
+        for step in lifecycle.restart_outdated(config):
+            if "kept" in step:
+                log.log(f"reaper: {step}", priority=log.NOTICE, step="reap")
+    except Exception as exc:  # noqa: BLE001 - the pass goes on
+        log.log(f"reaper: cannot look for outdated daemons: {exc}", priority=log.WARNING,
+                step="reap")  # fmt: skip
 
 
 def _record_sessions(users: list[str]) -> None:
@@ -204,6 +229,14 @@ def _record_sessions(users: list[str]) -> None:
         except OSError as exc:
             log.log(f"reaper: cannot record the session as activity: {exc}",
                     priority=log.WARNING, user=user, step="reap")  # fmt: skip
+
+
+def _record_boot_starts(users: list[str]) -> None:
+    """Whether each running daemon starts at boot (bootstart.py): a host that loses its
+    power keeps what the last pass saw."""
+    for user in users:
+        started = time.monotonic()
+        log.trace("boot start", f"reap {user}", bootstart.record(user), started)
 
 
 SIZES_PER_PASS = 20

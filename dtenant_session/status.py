@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from dtenant_session import activity, dockerapi, files, log, systemd, treewalk
+from dtenant_session import activity, binaries, dockerapi, files, log, systemd, treewalk
 from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation, Registry
 
@@ -37,6 +37,9 @@ class TenantStatus:
     memory_bytes: int | None  # the tenant's slice: daemon, containerd, shims, plugin, containers
     cpu_seconds: float | None  # CPU time of the slice since it started
     data_root_note: str  # the size is a lower bound or unknown, and why
+    # Binaries its daemon's processes run old copies of (a docker.io or containerd update
+    # since it started): `dtenant restart --outdated` moves it to the new ones.
+    outdated: list[str] = field(default_factory=list)
 
 
 def _state(unit: systemd.UnitState | None, default: str) -> str:
@@ -112,14 +115,15 @@ def collect(user: str | None = None) -> list[TenantStatus]:
     if user and not present:
         raise DtenantError(f"{user!r} is not a registered tenant (`dtenant status` lists them)")
 
-    async def look(bus: systemd.Bus) -> tuple[dict[str, systemd.UnitState], Usage]:
+    async def look(bus: systemd.Bus) -> tuple[dict[str, systemd.UnitState], Usage, Groups]:
         units = await bus.units(["docker@*.socket", "docker@*.service"])
-        return units, await bus.slice_usage("dtenant-*.slice")
+        usage = await bus.slice_usage("dtenant-*.slice")
+        return units, usage, await bus.control_groups(["docker@*.service"])
 
     try:
-        units, usage = systemd.run(look)
+        units, usage, groups = systemd.run(look)
     except systemd.BusError:
-        units, usage = {}, {}
+        units, usage, groups = {}, {}, {}
     now = time.time()
     rows = []
     for a in present:
@@ -145,12 +149,16 @@ def collect(user: str | None = None) -> list[TenantStatus]:
                 data_root_note=size.note,
                 memory_bytes=usage.get(t.slice, (None, None))[0],
                 cpu_seconds=_seconds(usage.get(t.slice, (None, None))[1]),
+                outdated=binaries.outdated(groups[t.service_unit])
+                if groups.get(t.service_unit)
+                else [],
             )
         )
     return rows
 
 
 Usage = dict[str, tuple[int | None, int | None]]
+Groups = dict[str, str]
 
 
 def _seconds(nanoseconds: int | None) -> float | None:
@@ -194,4 +202,6 @@ def table(rows: list[TenantStatus]) -> str:
         for line in lines
     )
     notes = [f"{r.user}: data-root size: {r.data_root_note}" for r in rows if r.data_root_note]
+    notes += [f"{r.user}: the daemon runs an outdated {', '.join(r.outdated)} (updated since "
+              f"it started): `dtenant restart --outdated`" for r in rows if r.outdated]  # fmt: skip
     return "\n".join([text, *notes])

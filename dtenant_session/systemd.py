@@ -148,6 +148,18 @@ class Bus:
                                   "asas", [[], patterns])  # fmt: skip
         return {row[0]: UnitState(row[0], row[3], row[4]) for row in rows}
 
+    async def control_groups(self, patterns: list[str]) -> dict[str, str]:
+        """Active units matching patterns -> their control group ("" when unknown)."""
+        (rows,) = await self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, "ListUnitsByPatterns",
+                                  "asas", [["active"], patterns])  # fmt: skip
+        groups = {}
+        for row in rows:
+            properties = "org.freedesktop.DBus.Properties"
+            (value,) = await self.call(SYSTEMD, row[6], properties, "Get", "ss",
+                                       [f"{SYSTEMD}.Service", "ControlGroup"])  # fmt: skip
+            groups[row[0]] = str(getattr(value, "value", ""))
+        return groups
+
     async def slice_usage(self, pattern: str) -> dict[str, tuple[int | None, int | None]]:
         """Loaded slices matching pattern -> (memory in bytes, CPU time in ns); None where
         systemd does not account it."""

@@ -60,7 +60,11 @@ if [ -d /run/systemd/system ]; then
     # dtenant <= 0.2 turned forwarding on at boot by sysctl; dtenant now does it itself.
     rm -f /usr/lib/sysctl.d/60-dtenant.conf
     systemd-tmpfiles --create /usr/lib/tmpfiles.d/dtenant.conf
-    systemctl enable --quiet systemd-networkd.service dtenant-firewall.service dtenant-reap.timer
+    # networkd is not enabled: the firewall's Wants= starts it at boot. Enabling it would
+    # enable systemd-networkd-wait-online too (Also=), and on a host whose uplink networkd
+    # does not manage, every boot would wait its 2-minute timeout (docker.service wants
+    # network-online.target). A host that uses networkd keeps its own settings.
+    systemctl enable --quiet dtenant-firewall.service dtenant-boot.service dtenant-reap.timer
     systemctl restart systemd-networkd.service   # reads networkd.conf.d only at start
     systemctl start dtenant-firewall.service dtenant-reap.timer
 fi

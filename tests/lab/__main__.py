@@ -1,4 +1,4 @@
-"""`python3 -m tests.lab up|down|exec|shell|list NAME` from the checkout, as root."""
+"""`python3 -m tests.lab up|down|reboot|exec|shell|list NAME` from the checkout, as root."""
 
 import sys
 

@@ -2,8 +2,10 @@
 
 `python3 -m tests.lab.boot launch STATE` joins the lab's cgroups and execs
 unshare(1), which forks `... boot STATE` as PID 1 of the new namespaces. That stage
-builds the lab's root (an overlay of / on a tmpfs, real directories for Docker's data,
-fresh /proc, /sys, /dev, cgroup mounts), pivot_roots into it and execs systemd.
+builds the lab's root (an overlay of / whose changes live on the lab's disk, a tmpfs the
+real machine holds, so that they outlive a reboot; real directories for Docker's data;
+fresh /proc, /sys, /dev, /run, /tmp, cgroup mounts), pivot_roots into it and execs
+systemd. Every boot, the first and each reboot (host.reboot), runs the same plan.
 
 `boot_plan` is pure: it returns the list of steps; `apply` performs them.
 """
@@ -149,8 +151,9 @@ def boot_plan(
 ) -> list[Step]:
     root = str(paths.root)
     scratch = str(paths.scratch)
+    # The scratch tmpfs (the lab's disk) is mounted by host.up on the real machine: a
+    # mount made here would go with the lab's mount namespace at a reboot.
     steps: list[Step] = [
-        Mount("tmpfs", "tmpfs", scratch, "mode=755"),
         MakeDirs(f"{scratch}/upper"),
         MakeDirs(f"{scratch}/work"),
         Mount(

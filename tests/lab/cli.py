@@ -42,6 +42,14 @@ def _lab_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lab_reboot(args: argparse.Namespace) -> int:
+    from tests.lab import host
+
+    lab = host.reboot(args.name, timeout=args.timeout)
+    print(f"lab {lab.name} rebooted (pid {lab.pid}, booted in {lab.record.boot_seconds:.1f} s)")
+    return 0
+
+
 def _lab_exec(args: argparse.Namespace) -> int:
     from tests.lab import host
 
@@ -94,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     down = verbs.add_parser("down", help="stop a lab and remove everything it left")
     down.add_argument("name")
     down.set_defaults(handler=_lab_down)
+    reboot = verbs.add_parser(
+        "reboot", help="shut a lab down cleanly and boot it again, keeping its disk"
+    )
+    reboot.add_argument("name")
+    reboot.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for boot")
+    reboot.set_defaults(handler=_lab_reboot)
     run = verbs.add_parser("exec", help="run a command as root inside a lab")
     run.add_argument("name")
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD...")

@@ -1,10 +1,11 @@
 """Labs: throwaway systemd hosts on this machine, run from the real machine's side.
 
 A lab is PID 1 systemd in its own pid/mount/net/uts/ipc/cgroup namespaces, on an overlay
-of / whose changes live on a tmpfs. Everything it owns on the real machine is its state
-directory and one cgroup per hierarchy; `down` kills every process in its namespaces,
-removes those cgroups and the state directory, and refuses to delete anything still
-mounted.
+of / whose changes live on a tmpfs the real machine holds (the lab's disk: it outlives a
+`reboot`, as a host's disk does). Everything it owns on the real machine is its state
+directory, that tmpfs and one cgroup per hierarchy; `down` kills every process in its
+namespaces, removes those cgroups, unmounts the tmpfs, removes the state directory, and
+refuses to delete anything still mounted.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dtenant_session.errors import DtenantError
 from tests.lab.paths import LAB_ROOT, LabPaths, check_name
 
 BOOT_TIMEOUT = 120.0
+SHUTDOWN_TIMEOUT = 120.0  # a clean shutdown: every unit's stop, as on a host
 NAMESPACES = ("mnt", "pid", "net")
 KEY_DIR = "/root/.ssh/dtenant-lab"  # inside the lab
 LAB_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -128,6 +130,12 @@ class Lab:
     def sh(self, script: str, *, timeout: float = 120.0, check: bool = True) -> command.Result:
         return self.run(["/bin/sh", "-c", script], timeout=timeout, check=check)
 
+    def reboot(self, *, timeout: float = BOOT_TIMEOUT) -> float:
+        """Reboot the lab as a host reboots (see `reboot`); this object follows the new
+        boot. The seconds the boot took."""
+        self.record = reboot(self.name, timeout=timeout, base=self.paths.base).record
+        return self.record.boot_seconds
+
     def add_account(self, user: str) -> None:
         """A local account in the lab that root's key there can log in as over SSH."""
         self.run(["useradd", "--badname", "--create-home", "--shell", "/bin/bash", user])
@@ -204,7 +212,39 @@ def up(
     paths.state.mkdir(parents=True, mode=0o700)
     paths.root.mkdir()
     paths.scratch.mkdir()
+    # The lab's disk: held by the real machine, so that it outlives the lab's namespaces.
+    command.run([command.which("mount"), "-t", "tmpfs", "-o", "mode=755", "tmpfs",
+                 str(paths.scratch)])  # fmt: skip
     paths.binds.write_text(json.dumps([str(Path(b).resolve()) for b in binds]))
+    return _boot(paths, started, timeout)
+
+
+def reboot(name: str, *, timeout: float = BOOT_TIMEOUT, base: Path = LAB_ROOT) -> Lab:
+    """Reboot a lab as a host reboots: systemd shuts down cleanly (every unit stopped),
+    the lab's disk (/etc, /var, Docker's data) stays, and the next boot is the same as the
+    first: new namespaces (so a fresh /run, /tmp and network links), systemd as PID 1."""
+    paths = LabPaths(check_name(name), base)
+    record = _read_record(paths)
+    if record is None or not _is_alive(record):
+        raise LabError(f"lab {name!r} is not running (see `python3 -m tests.lab list`)")
+    lab = Lab(paths, record)
+    lab.run(["systemctl", "reboot"], check=False, timeout=30)
+    deadline = time.monotonic() + SHUTDOWN_TIMEOUT
+    while _is_alive(lab.record) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _is_alive(lab.record):
+        print(f"lab {name}: no clean shutdown within {SHUTDOWN_TIMEOUT:.0f} s; killed",
+              file=sys.stderr)  # fmt: skip
+    _kill_all(paths, lab.record)  # when PID 1 is gone the kernel killed the rest
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(lab.record.launcher_pid, os.WNOHANG)  # ours when `up` ran here
+    _remove_cgroups(paths)  # a booting host has none of the last boot's cgroups
+    return _boot(paths, time.monotonic(), timeout)
+
+
+def _boot(paths: LabPaths, started: float, timeout: float) -> Lab:
+    name = paths.name
+    base = paths.base
     _create_cgroups(paths)
     launcher = _spawn(paths)
     init_pid = _wait_for_init(paths, launcher)
@@ -364,6 +404,8 @@ def _clean_up(paths: LabPaths, *, keep_log: bool = False) -> None:
     record = _read_record(paths)
     _kill_all(paths, record)
     _remove_cgroups(paths)
+    if any(m.mount_point == str(paths.scratch) for m in mountinfo.read()):
+        command.run([command.which("umount"), str(paths.scratch)])  # the lab's disk
     leftovers = mountinfo.under(mountinfo.read(), str(paths.state))
     if leftovers:
         where = ", ".join(m.mount_point for m in leftovers)

@@ -93,14 +93,20 @@ OUTSIDE = "198.51.100.2"  # a host "outside": a network namespace in the lab wit
 @pytest.fixture(scope="session")
 def outside(lab: host.Lab) -> str:
     """A web server beyond the lab host's uplink, reachable only through forwarding + NAT."""
+    return make_outside(lab)
+
+
+def make_outside(lab: host.Lab) -> str:
+    """The `outside` namespace and its web server, unless there (a reboot takes them)."""
     lab.sh(
-        "ip netns add outside"
+        "ip link show uplink >/dev/null 2>&1 || { ip netns del outside 2>/dev/null;"
+        " ip netns add outside"
         " && ip link add uplink type veth peer name eth0 netns outside"
         " && ip addr add 198.51.100.1/24 dev uplink && ip link set uplink up"
         f" && ip -n outside addr add {OUTSIDE}/24 dev eth0"
         " && ip -n outside link set eth0 up && ip -n outside link set lo up"
         " && mkdir -p /srv/outside && echo outside-ok > /srv/outside/index.html"
-        " && ip netns exec outside /bin/busybox httpd -p 80 -h /srv/outside"
+        " && ip netns exec outside /bin/busybox httpd -p 80 -h /srv/outside; }"
     )
     return OUTSIDE
 
