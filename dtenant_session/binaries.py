@@ -9,6 +9,7 @@ the old one has an executable that is deleted or is no longer the file at its pa
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 
 WATCHED = (
     "/usr/sbin/dockerd",
@@ -22,7 +23,7 @@ DELETED = " (deleted)"
 FileId = tuple[int, int]  # (st_dev, st_ino)
 
 
-def stale(running: list[tuple[str, FileId | None]], current: dict[str, FileId]) -> list[str]:
+def stale(running: Sequence[tuple[str, FileId | None]], current: Mapping[str, FileId]) -> list[str]:
     """Names of watched binaries of which a process runs an old copy (pure): running is
     each process's /proc/PID/exe (its link text, the file it is), current each watched
     path's file now."""
