@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from dtenant_session import disabled, mountinfo, ownerstamp, paths, treewalk
+from dtenant_session import dbread, disabled, mountinfo, ownerstamp, paths, treewalk
 from dtenant_session.ownerstamp import data_root
 
 BBOLT_MAGIC = 0xED0CDAED
@@ -105,7 +105,7 @@ def registered_tenants() -> dict[str, int]:
 def registered_ids() -> dict[str, tuple[int, int]]:
     """user -> (uid, id_base) from the registry, read-only (no schema writes)."""
     try:
-        db = sqlite3.connect(f"file:{paths.REGISTRY}?mode=ro", uri=True, timeout=5)
+        db = dbread.connect(paths.REGISTRY)
         try:
             rows = db.execute("SELECT user, uid, id_base FROM tenants").fetchall()
         finally:

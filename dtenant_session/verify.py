@@ -175,7 +175,7 @@ def verify_all(config: Any, only: str | None = None) -> Report:
     from dtenant_session.registry import Registry, RegistryError
 
     try:
-        with Registry() as registry:
+        with Registry(read_only=True) as registry:
             allocations = registry.all()
     except RegistryError as exc:
         raise CannotCheck(str(exc)) from None
@@ -194,12 +194,28 @@ def verify_all(config: Any, only: str | None = None) -> Report:
         report.findings += _check_one(allocation, config, mounts, links, registered, firewall)
     distinct = check_distinct([a.user for a in allocations], mounts)
     report.findings += [f for f in distinct if only is None or only in f.problem]
+    report.findings += check_space(chosen)
     if only is None:
         report.findings += check_orphans(
             {a.user for a in allocations}, {a.tenant.bridge for a in allocations}
         )
         report.findings += check_subid_files()
     return report
+
+
+def check_space(allocations: list[Any]) -> list[Finding]:
+    """The disk holding the tenants is low: who holds the most, as the reaper measured."""
+    from dtenant_session import status
+
+    rows = [status.TenantStatus(
+        a.user, a.uid, a.slot, "", "", "", "", "", "", None, None,
+        status.data_root_size(a).bytes, None, None, status.data_root_size(a).note)
+        for a in allocations]  # fmt: skip
+    note = status.space_note(status.room(), rows)
+    if not note:
+        return []
+    return [Finding("-", "space", note, paths.STATE_DIR,
+                    advice="see `dtenant status`; `limits.disk_max` caps each tenant")]  # fmt: skip
 
 
 def check_subid_files() -> list[Finding]:
