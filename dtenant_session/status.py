@@ -39,6 +39,7 @@ class TenantStatus:
     memory_bytes: int | None  # the tenant's slice: daemon, containerd, shims, plugin, containers
     cpu_seconds: float | None  # CPU time of the slice since it started
     data_root_note: str  # the size is a lower bound or unknown, and why
+    disk: tuple[int | None, int] | None = None  # (used, cap) of its own disk (disk_max)
 
 
 def _state(unit: systemd.UnitState | None, default: str) -> str:
@@ -150,6 +151,19 @@ def space_note(space: Room | None, rows: list[TenantStatus], largest: int = 3) -
             f"{_bytes(space.total)}; largest data-roots: {who}")  # fmt: skip
 
 
+def own_disk(allocation: Allocation) -> tuple[int | None, int] | None:
+    """(bytes used, cap) of a capped tenant's disk; used is None while it is not mounted."""
+    t = allocation.tenant
+    try:
+        cap = t.disk_image.stat().st_size
+    except OSError:
+        return None
+    if not os.path.ismount(t.data_root):
+        return None, cap
+    fs = os.statvfs(t.data_root)
+    return (fs.f_blocks - fs.f_bfree) * fs.f_frsize, cap
+
+
 def running_containers(allocation: Allocation) -> int | None:
     """Asked of a running daemon only; None when it does not answer. The reaper's user
     agent: the authorization plugin does not count this as the tenant's activity."""
@@ -201,6 +215,7 @@ def collect(user: str | None = None) -> list[TenantStatus]:
                 data_root_note=size.note,
                 memory_bytes=usage.get(t.slice, (None, None))[0],
                 cpu_seconds=_seconds(usage.get(t.slice, (None, None))[1]),
+                disk=own_disk(a),
             )
         )
     return rows
@@ -233,6 +248,14 @@ def _bytes(size: int | None, note: str = "") -> str:
     return f"{more}{size}B"
 
 
+def _size(row: TenantStatus) -> str:
+    """The data-root's size, or a capped tenant's use of its disk: USED/CAP."""
+    if row.disk is None:
+        return _bytes(row.data_root_bytes, row.data_root_note)
+    used, cap = row.disk
+    return f"{_bytes(used) if used is not None else 'unmounted'}/{_bytes(cap)}"
+
+
 def table(rows: list[TenantStatus], space: Room | None = None) -> str:
     header = ("USER", "UID", "BRIDGE", "SUBNET", "NETWORKS", "SOCKET", "DAEMON", "RUNNING",
               "IDLE", "MEMORY", "CPU", "SIZE")  # fmt: skip
@@ -241,7 +264,7 @@ def table(rows: list[TenantStatus], space: Room | None = None) -> str:
          "-" if r.running_containers is None else str(r.running_containers),
          _duration(r.idle_seconds), _bytes(r.memory_bytes),
          "-" if r.cpu_seconds is None else _duration(r.cpu_seconds),
-         _bytes(r.data_root_bytes, r.data_root_note))
+         _size(r))
         for r in rows
     ]  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

@@ -19,6 +19,7 @@ from dtenant_session import desired, mountinfo, paths
 from dtenant_session.prestart import (
     CannotCheck,
     Finding,
+    check_disk,
     check_distinct,
     check_filesystem,
     check_locks,
@@ -157,6 +158,7 @@ def _check_one(allocation: Any, config: Any, mounts: list[mountinfo.MountEntry],
         lambda: check_owner(user, allocation.uid),
         lambda: check_mapping(user, allocation.id_base),
         lambda: check_filesystem(user, mounts),
+        lambda: check_disk(user, mounts),
         lambda: check_locks(user, allowed_unit=allocation.tenant.service_unit),
         lambda: [] if orphan else check_consistency(allocation, config, links, firewall),
     )

@@ -55,7 +55,8 @@ def full_disk(lab: host.Lab) -> Iterator[None]:
             time.sleep(1)
         lab.run(["systemctl", "stop", f"docker@{FILLER}.service"])
         # What its daemon freed as it stopped, its container would take again.
-        lab.sh(f"cat /dev/zero > $(find {FULL}/tenants/{FILLER} -name big -type f)", check=False)
+        lab.sh(f"cat /dev/zero >> $(find {FULL}/tenants/{FILLER} -name big -type f)", check=False)
+        assert int(lab.sh(f"stat -f -c %a {FULL}").stdout) == 0
         yield
     finally:
         _stop_daemons(lab)

@@ -76,3 +76,13 @@ def test_a_low_disk_names_the_largest_data_roots() -> None:
 def _row(user: str, size: int | None) -> status.TenantStatus:
     return status.TenantStatus(user, 1000, 1, "", "", "", "", "", "", None, None, size, None,
                                None, "")  # fmt: skip
+
+
+def test_a_capped_tenant_shows_its_use_of_its_disk() -> None:
+    capped = status.TenantStatus("c", 1000, 1, "", "", "", "", "", "", None, None, None, None,
+                                 None, "", disk=(3 << 30, 20 << 30))  # fmt: skip
+    unmounted = status.TenantStatus("u", 1000, 1, "", "", "", "", "", "", None, None, None,
+                                    None, None, "", disk=(None, 20 << 30))  # fmt: skip
+    text = status.table([capped, unmounted])
+    assert text.splitlines()[1].endswith("3.0G/20.0G")
+    assert text.splitlines()[2].endswith("unmounted/20.0G")
