@@ -209,6 +209,10 @@ def _converge(
     written = [f for f in wanted.files if files.write_if_changed(f.path, f.content, f.mode)]
     outcome.steps += [f"wrote {f.path}" for f in written]
     units_changed = any(f.units for f in written)
+    stale = Path(paths.SYSTEMD_DIR) / t.disk_unit
+    if not wanted.disk_size and stale.exists():  # a cap removed before its disk was made
+        stale.unlink()
+        units_changed = True
     if wanted.disk_size:
         if units_changed:  # the disk's mount unit is known before it is started
             systemd.run(lambda bus: bus.reload_daemon(), timeout=config.hook.time_limit)
