@@ -41,7 +41,7 @@ def test_a_capped_tenant_without_its_disk_does_not_start(lab: host.Lab, tenants:
         assert lab.sh(f"find {root} -newer /etc/hostname | sort | md5sum").stdout == before
         assert lab.run(["pgrep", "-f", f"tenants/{USER}/daemon.json"], check=False).returncode
         assert lab.ssh(tenants[1], "docker ps -q", check=False).returncode == 0
-        verify = lab.run(["dtenant", "verify", USER], check=False)
+        verify = lab.run(["dtenant", "verify", "--tenant", USER], check=False)
         assert "is not its own disk" in verify.stdout, verify.stdout
     finally:
         lab.run(["rm", "-f", DROPIN])
