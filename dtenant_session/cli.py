@@ -57,7 +57,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
         return 0
-    print(status.table(rows))
+    print(status.table(rows, status.room()))
     return 0
 
 
@@ -225,7 +225,7 @@ def _check_login(args: argparse.Namespace) -> int:
 def _registry_check(_args: argparse.Namespace) -> int:
     from dtenant_session.registry import Registry
 
-    with Registry() as registry:
+    with Registry(read_only=True) as registry:
         problems = registry.problems()
         count = len(registry.all())
     for problem in problems:

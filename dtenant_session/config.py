@@ -88,6 +88,10 @@ class Limits:
     memory_max: str = "50%"  # MemoryMax=: bytes with K/M/G/T, or a share of RAM
     cpu_quota: str = ""  # CPUQuota=: e.g. "200%" for two CPUs
     tasks_max: str = "8192"  # TasksMax=
+    # A hard cap on everything a tenant's daemon stores (images, containers' layers,
+    # volumes, build cache, logs): its data-root is a filesystem of this size of its own
+    # (disk.py). Empty: no cap, the tenants share the disk of /var/lib/dtenant.
+    disk_max: str = ""
 
 
 @dataclass(frozen=True)
@@ -275,6 +279,7 @@ def _check(config: Config, merged: dict[str, dict[str, tuple[Any, str]]]) -> Non
         ("limits", "memory_max", lambda: _limit(config.limits.memory_max, r"\d+[KMGT]?|\d+%")),
         ("limits", "cpu_quota", lambda: _limit(config.limits.cpu_quota, r"\d+%")),
         ("limits", "tasks_max", lambda: _limit(config.limits.tasks_max, r"\d+|\d+%")),
+        ("limits", "disk_max", lambda: _disk_max(config.limits.disk_max)),
         ("userns", "subid_base", lambda: None if 65536 <= config.userns.subid_base
             <= (1 << 31) - 65536 else "must lie between 65536 and 2^31 - 65536"),
         ("daemon", "live_restore", lambda: "must be false: a tenant's containers stop with "
@@ -288,6 +293,27 @@ def _check(config: Config, merged: dict[str, dict[str, tuple[Any, str]]]) -> Non
             if origin == "(default)":  # a default is never the culprit: name what changed
                 origin = next((file for _, file in merged.get(section, {}).values()), origin)
             raise ConfigError(origin, f"{section}.{key}", problem)
+
+
+DISK_MIN = 1 << 30  # below this, a daemon's own files leave a tenant little room
+_UNITS = {"M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def disk_bytes(text: str) -> int:
+    """limits.disk_max in bytes (0: no cap); ValueError when it is no size (pure)."""
+    if not text:
+        return 0
+    if not re.fullmatch(r"\d+[MGT]", text):
+        raise ValueError(text)
+    return int(text[:-1]) * _UNITS[text[-1]]
+
+
+def _disk_max(text: str) -> str | None:
+    try:
+        size = disk_bytes(text)
+    except ValueError:
+        return 'must be empty (no cap) or a size such as "20G" (M, G or T)'
+    return None if size == 0 or size >= DISK_MIN else "must be at least 1G"
 
 
 def _at_least(value: int, minimum: int, name: str | None = None) -> str | None:

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtenant_session import files, ownerstamp, render, subid
-from dtenant_session.config import Config
+from dtenant_session import files, ownerstamp, paths, render, subid
+from dtenant_session.config import DISK_MIN, Config, Limits, disk_bytes
 from dtenant_session.registry import Allocation
 from dtenant_session.tenant import Tenant
 
@@ -61,6 +61,8 @@ class TenantState:
     firewall: Mapping[str, tuple[str, ...]]  # nftables set -> the tenant's elements
     id_reservation: str  # the line /etc/subuid and /etc/subgid hold for it
     owner: Mapping[str, object]  # the owner stamp's identity fields
+    disk_size: int = 0  # bytes of the data-root's own filesystem (limits.disk_max); 0: none
+    mounts: tuple[str, ...] = ()  # mount units: stopped at removal after `units`
 
     @property
     def host_files(self) -> tuple[Path, ...]:
@@ -73,6 +75,9 @@ class TenantState:
 def state(allocation: Allocation, config: Config, account: Account) -> TenantState:
     t = allocation.tenant
     root = t.id_base
+    disk_size = disk_bytes(config.limits.disk_max)
+    disk = (File(Path(paths.SYSTEMD_DIR) / t.disk_unit, render.disk_mount(allocation), 0o644,
+                 units=True),) if disk_size else ()  # fmt: skip
     return TenantState(
         allocation=allocation,
         directories=(
@@ -88,13 +93,14 @@ def state(allocation: Allocation, config: Config, account: Account) -> TenantSta
             File(t.subid_files[subid.SUBGID], subid.private_text(root, account.gid), files.PRIVATE),
             File(
                 t.service_dropin,
-                render.service_dropin(allocation, account.bind_roots),
+                render.service_dropin(allocation, account.bind_roots, bool(disk_size)),
                 0o644,
                 units=True,
             ),
             File(t.socket_dropin, render.socket_dropin(allocation), 0o644, units=True),
             File(t.netdev_file, render.netdev(allocation), 0o644),
             File(t.network_file, render.network(allocation), 0o644),
+            *disk,
         ),
         enabled=(t.socket_unit,),
         units=(
@@ -109,6 +115,8 @@ def state(allocation: Allocation, config: Config, account: Account) -> TenantSta
         firewall=render.firewall_elements(allocation),
         id_reservation=subid.reservation(root)[0].line(),
         owner={"user": t.user, "uid": t.uid},
+        disk_size=disk_size,
+        mounts=(t.disk_unit,) if disk_size else (),
     )
 
 
@@ -117,8 +125,10 @@ UNKNOWN_ACCOUNT = Account(gid=-1, bind_roots=())
 
 def layout(allocation: Allocation) -> TenantState:
     """The tenant's state where only names matter (paths, units, bridge, firewall
-    elements), for taking it away: its account may be gone, and no content is compared."""
-    return state(allocation, Config(), UNKNOWN_ACCOUNT)
+    elements), for taking it away: its account may be gone, and no content is compared.
+    Its disk's mount is listed whether or not limits.disk_max caps it now."""
+    capped = Config(limits=Limits(disk_max=f"{DISK_MIN >> 30}G"))
+    return state(allocation, capped, UNKNOWN_ACCOUNT)
 
 
 class Unrecoverable(ValueError):

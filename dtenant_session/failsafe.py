@@ -4,8 +4,9 @@ docker@USER.service has OnFailure=dtenant-daemon-failed@USER.service, which runs
 It takes the socket over from docker@USER.socket and answers every Docker API request
 with an error that says what happened and what to do (the docker CLI prints it as
 "Error response from daemon: ..."); /_ping succeeds so that the CLI gets that far. After
-a while, or when the administrator provisions the tenant again, it hands the socket back
-to systemd, and the next command starts the daemon again. Standard library only.
+a while, when the administrator provisions the tenant again, or (a start refused for
+lack of space) as soon as there is room again, it hands the socket back to systemd, and
+the next command starts the daemon again. Standard library only.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ CONNECTION_SECONDS = 5.0
 MAX_HEAD = 16384
 MAX_DISCARD = 1 << 20
 CHUNK = 4096
-REASON_MARKERS = ("refusing to start", "level=fatal", "failed to start daemon",
+REASON_MARKERS = ("refusing to start", "cannot check", "level=fatal", "failed to start daemon",
                   "unable to configure the Docker daemon", "Error starting daemon")  # fmt: skip
+# A reason that is a lack of space ends the back-off as soon as there is room again.
+NO_SPACE = ("no space left", "disk i/o error", "database or disk is full", "disk quota exceeded")
+ROOM_EVERY = 2.0  # seconds between looks at the free space
 
 
 def failure_reason(journal: str) -> str:
@@ -40,13 +44,44 @@ def failure_reason(journal: str) -> str:
     return lines[-1] if lines else "no reason was logged"
 
 
+def lacks_space(reason: str) -> bool:
+    """The daemon could not start for lack of space (pure)."""
+    return any(words in reason.lower() for words in NO_SPACE)
+
+
+def has_room(free_blocks: int, blocks: int, free_inodes: int, inodes: int) -> bool:
+    """A filesystem has room again: 1% of it or 64 MiB worth of 4 KiB blocks, and 1% of its
+    inodes or 1,000 (filesystems without inode counts report 0) (pure)."""
+    blocks_wanted = min(blocks // 100, (64 << 20) // 4096)
+    inodes_wanted = min(inodes // 100, 1000)
+    return free_blocks > blocks_wanted and (inodes == 0 or free_inodes > inodes_wanted)
+
+
+def room_again(user: str) -> bool:
+    """Every filesystem the daemon writes to (its state, data-root, exec-root) has room."""
+    places = (paths.STATE_DIR, f"{paths.TENANTS_DIR}/{user}/docker", paths.RUN_TENANTS_DIR)
+    for place in places:
+        try:
+            room = os.statvfs(place)
+        except OSError:
+            continue
+        scale = max(1, room.f_frsize // 4096)
+        if not has_room(room.f_bavail * scale, room.f_blocks * scale, room.f_favail,
+                        room.f_files):  # fmt: skip
+            return False
+    return True
+
+
 def message(user: str, reason: str, retry_at: float) -> str:
     minutes = max(1, round((retry_at - time.time()) / 60))
+    when = f"in {minutes} min"
+    if lacks_space(reason):
+        when = f"as soon as there is space again (at the latest {when})"
     return (
         f"dtenant: your Docker daemon cannot start: {reason}. Your images, containers and "
         f"volumes are untouched. Ask your administrator: `dtenant status {user}` and "
-        f"`journalctl -u docker@{unit_instance(user)}` show why. It will be tried again in "
-        f"{minutes} min."
+        f"`journalctl -u docker@{unit_instance(user)}` show why. It will be tried again "
+        f"{when}."
     )
 
 
@@ -143,9 +178,15 @@ def serve(user: str, retry_after: float = RETRY_AFTER) -> None:
         os.chown(path, entry.pw_uid, 0)
         os.chmod(path, 0o600)
         listener.listen(16)
-        listener.settimeout(5.0)
         retry_at = time.time() + retry_after
+        space = lacks_space(reason)
+        looked = 0.0
+        listener.settimeout(ROOM_EVERY if space else 5.0)
         while time.time() < retry_at:
+            if space and time.monotonic() - looked >= ROOM_EVERY:
+                looked = time.monotonic()
+                if room_again(user):
+                    break  # the next command starts the daemon again
             try:
                 connection, _ = listener.accept()
             except TimeoutError:

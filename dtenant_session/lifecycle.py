@@ -108,6 +108,9 @@ def _release_units(allocation: Allocation) -> None:
     async def release(bus: systemd.Bus) -> None:
         for unit in layout.units:
             await bus.stop(unit)
+        for mount in layout.mounts:  # its disk (limits.disk_max), if it has one
+            with contextlib.suppress(systemd.BusError):
+                await bus.stop(mount)
         await bus.disable(list(layout.enabled))
 
     systemd.run(release, timeout=120)

@@ -42,6 +42,28 @@ def socket_path(user: str) -> str:
     return f"/run/docker-{user}.sock"
 
 
+def unit_word(text: str) -> str:
+    """systemd-escape(1) of one word (a user name, one path component)."""
+    out = []
+    for index, char in enumerate(text):
+        if (char.isascii() and (char.isalnum() or char in ":_")) or (char == "." and index > 0):
+            out.append(char)
+        else:
+            out.append("".join(f"\\x{byte:02x}" for byte in char.encode()))
+    return "".join(out)
+
+
+def disk_image(user: str) -> str:
+    """A capped tenant's filesystem image (limits.disk_max), with its data."""
+    return f"{TENANTS_DIR}/{user}/disk.img"
+
+
+def disk_unit(user: str) -> str:
+    """The mount unit of the tenant's data-root (systemd-escape --path --suffix=mount)."""
+    parts = f"{TENANTS_DIR}/{user}/docker".strip("/").split("/")
+    return "-".join(unit_word(part) for part in parts) + ".mount"
+
+
 def disabled_path(user: str) -> str:
     return f"{DISABLED_DIR}/{user}"
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from dtenant_session import disabled, mountinfo, ownerstamp, paths, treewalk
+from dtenant_session import dbread, disabled, mountinfo, ownerstamp, paths, treewalk
 from dtenant_session.ownerstamp import data_root
 
 BBOLT_MAGIC = 0xED0CDAED
@@ -105,7 +105,7 @@ def registered_tenants() -> dict[str, int]:
 def registered_ids() -> dict[str, tuple[int, int]]:
     """user -> (uid, id_base) from the registry, read-only (no schema writes)."""
     try:
-        db = sqlite3.connect(f"file:{paths.REGISTRY}?mode=ro", uri=True, timeout=5)
+        db = dbread.connect(paths.REGISTRY)
         try:
             rows = db.execute("SELECT user, uid, id_base FROM tenants").fetchall()
         finally:
@@ -385,6 +385,36 @@ def check_distinct(users: Iterable[str], mounts: list[mountinfo.MountEntry]) -> 
     return findings
 
 
+def mounted_image(directory: str, mounts: list[mountinfo.MountEntry]) -> str | None:
+    """The image file whose loop device is mounted at directory (the topmost mount), or
+    None: no mount there, or not a loop device."""
+    here = [m for m in mounts if m.mount_point == directory]
+    if not here or not here[-1].source.startswith("/dev/loop"):
+        return None
+    device = here[-1].source.removeprefix("/dev/")
+    try:
+        with open(f"/sys/block/{device}/loop/backing_file") as stream:
+            return stream.read().strip()
+    except OSError:
+        return None
+
+
+def check_disk(user: str, mounts: list[mountinfo.MountEntry]) -> list[Finding]:
+    """A tenant with a disk of its own (limits.disk_max: its image or its mount unit is
+    there) starts only with that disk mounted at its data-root: never on the bare
+    directory below, which would fill the disk everyone shares."""
+    image, unit = paths.disk_image(user), paths.disk_unit(user)
+    if not os.path.exists(image) and not os.path.exists(f"{paths.SYSTEMD_DIR}/{unit}"):
+        return []
+    root = data_root(user)
+    if mounted_image(root, mounts) == image:
+        return []
+    return [Finding(user, "disk", f"its data-root {root} is not its own disk {image} "
+                    "(limits.disk_max): not mounted", root,
+                    advice=f"see `systemctl status {unit}`; `dtenant provision {user}` "
+                    "makes and mounts it")]  # fmt: skip
+
+
 def orphan_advice(user: str) -> str:
     return (f"`dtenant rename {user} NEW` hands its data to account NEW; "
             f"`dtenant remove {user} [--purge]` takes the tenant away")  # fmt: skip
@@ -435,6 +465,9 @@ def check_tenant_before_start(user: str) -> list[Finding]:
     if orphaned:
         return orphaned
     mounts = mountinfo.read()
+    disk = check_disk(user, mounts)
+    if disk:
+        return disk  # the data-root's contents are not the tenant's: check nothing in it
     findings = check_owner(user, tenants[user])
     findings += check_mapping(user, registered_ids()[user][1])
     findings += check_filesystem(user, mounts)

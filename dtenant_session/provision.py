@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dtenant_session import (
     desired,
+    disk,
     dockerhost,
     files,
     idmap,
@@ -32,7 +33,7 @@ from dtenant_session import (
     trusted,
     upgrade,
 )
-from dtenant_session.config import Config
+from dtenant_session.config import Config, disk_bytes
 from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation, IdSpace, Registry
 
@@ -113,7 +114,19 @@ def desired_state(allocation: Allocation, config: Config, account: tenant.Accoun
                   ) -> desired.TenantState:  # fmt: skip
     """The tenant's desired state, with what it needs of the account looked up now."""
     facts = desired.Account(gid=account.gid, bind_roots=bind_roots(config, account))
-    return desired.state(allocation, config, facts)
+    return desired.state(allocation, kept_disk(config, allocation), facts)
+
+
+def kept_disk(config: Config, allocation: Allocation) -> Config:
+    """A tenant's disk is never shrunk or taken away by a change of limits.disk_max: its
+    cap is the larger of the setting and the disk it has (README, "Disk limits")."""
+    try:
+        size = allocation.tenant.disk_image.stat().st_size
+    except FileNotFoundError:
+        return config
+    if disk_bytes(config.limits.disk_max) >= size:
+        return config
+    return replace(config, limits=replace(config.limits, disk_max=f"{size >> 20}M"))
 
 
 def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = False) -> Outcome:
@@ -196,6 +209,16 @@ def _converge(
     written = [f for f in wanted.files if files.write_if_changed(f.path, f.content, f.mode)]
     outcome.steps += [f"wrote {f.path}" for f in written]
     units_changed = any(f.units for f in written)
+    stale = Path(paths.SYSTEMD_DIR) / t.disk_unit
+    if not wanted.disk_size and stale.exists():  # a cap removed before its disk was made
+        stale.unlink()
+        units_changed = True
+    if wanted.disk_size:
+        if units_changed:  # the disk's mount unit is known before it is started
+            systemd.run(lambda bus: bus.reload_daemon(), timeout=config.hook.time_limit)
+            units_changed = False
+        outcome.steps += disk.ensure(allocation, wanted.disk_size, lambda: lifecycle.stop_daemon(
+            allocation, config, with_containers=True))  # fmt: skip
     outcome.steps.append(f"firewall: {network.add_to_firewall(allocation, everyone, config)}")
 
     async def units(bus: systemd.Bus) -> None:

@@ -163,7 +163,7 @@ def sweep_orphans(
 
 
 def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> list[Decision]:
-    with Registry() as registry:
+    with Registry(read_only=True) as registry:
         everyone = registry.all()
     allocations = [a for a in everyone if user is None or a.user == user]
     isolated = sweep_orphans(allocations, {a.user for a in everyone}, dry_run)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 
-from dtenant_session import allocate, files, paths
+from dtenant_session import allocate, dbread, files, paths
 from dtenant_session.config import Network
 from dtenant_session.errors import DtenantError
 from dtenant_session.tenant import Tenant
@@ -95,8 +95,22 @@ def _root_only(path: Path) -> None:
 
 
 class Registry:
-    def __init__(self, path: Path = Path(paths.REGISTRY), *, busy_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: Path = Path(paths.REGISTRY),
+        *,
+        busy_timeout: float = 5.0,
+        read_only: bool = False,
+    ) -> None:
+        """read_only: for those who only look (status, verify, the reaper): no file is
+        made or changed, and a full disk still lets them read (dbread.py)."""
         self.path = path
+        if read_only and path.exists():  # else made, as by a writer
+            try:
+                self._db = dbread.connect(str(path), busy_timeout)
+            except (sqlite3.Error, OSError) as exc:
+                raise RegistryError(self._explain(exc)) from None
+            return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             _root_only(path)

@@ -80,16 +80,31 @@ def daemon_json(allocation: Allocation, config: Config) -> str:
     return json_text(daemon_config(allocation, config))
 
 
-def service_dropin(allocation: Allocation, writable: Sequence[str]) -> str:
+def service_dropin(allocation: Allocation, writable: Sequence[str], disk: bool = False) -> str:
     """docker@USER.service for this tenant: the only places of the host its daemon (and
     everything it starts) may write besides its own state are its bundle directory and
     `writable`, the resolved bind roots (the user's home). Everywhere else a path a
-    tenant swaps for a symlink leads to a read-only file system (docker@.service)."""
+    tenant swaps for a symlink leads to a read-only file system (docker@.service).
+    With a disk of its own (limits.disk_max), the data-root is mounted first; should that
+    fail, the pre-start check refuses the start (never the bare directory)."""
     t = allocation.tenant
     binds = " ".join([unit_path(str(t.bundle_dir)), *(f"-{unit_path(p)}" for p in writable)])
+    mount = f"[Unit]\nWants={t.disk_unit}\nAfter={t.disk_unit}\n\n" if disk else ""
     return (
         f"{HEADER}# The daemon of {t.user} (uid {t.uid}; container root {t.id_base}).\n"
-        f"[Service]\nBindPaths={binds}\n"
+        f"{mount}[Service]\nBindPaths={binds}\n"
+    )
+
+
+def disk_mount(allocation: Allocation) -> str:
+    """The mount unit of a capped tenant's data-root: its filesystem image, on a loop
+    device (limits.disk_max; disk.py makes and sizes the image)."""
+    t = allocation.tenant
+    return (
+        f"{HEADER}# The data-root of {t.user}, capped by limits.disk_max.\n"
+        f"[Unit]\nDescription=dtenant: disk of {t.user}\nBefore={t.service_unit}\n\n"
+        f"[Mount]\nWhat={unit_path(str(t.disk_image))}\nWhere={unit_path(str(t.data_root))}\n"
+        "Type=ext4\nOptions=loop,nodev,noatime\n"
     )
 
 

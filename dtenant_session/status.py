@@ -8,11 +8,13 @@ and shown as of then: walking every data-root here would not be fast.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
-from dtenant_session import activity, binaries, dockerapi, files, log, systemd, treewalk
+from dtenant_session import activity, binaries, dockerapi, files, log, paths, systemd, treewalk
 from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation, Registry
 
@@ -40,6 +42,7 @@ class TenantStatus:
     # Binaries its daemon's processes run old copies of (a docker.io or containerd update
     # since it started): `dtenant restart --outdated` moves it to the new ones.
     outdated: list[str] = field(default_factory=list)
+    disk: tuple[int | None, int] | None = None  # (used, cap) of its own disk (disk_max)
 
 
 def _state(unit: systemd.UnitState | None, default: str) -> str:
@@ -55,12 +58,30 @@ class Size(NamedTuple):
     note: str = ""  # why it is a lower bound or unknown; empty when exact
 
 
+def _size_files(allocation: Allocation) -> tuple[Path, Path]:
+    """Where the measurement is kept: the state directory, and /run when that is full."""
+    return (allocation.tenant.state_dir / SIZE_FILE,
+            Path(paths.RUN_TENANTS_DIR) / allocation.user / SIZE_FILE)  # fmt: skip
+
+
+def _size_record(allocation: Allocation) -> dict[str, Any]:
+    """The latest measurement kept (empty: none)."""
+    records = []
+    for place in _size_files(allocation):
+        try:
+            record = json.loads(place.read_text())
+            records.append((float(record.get("measured", 0)), record))
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue
+    return max(records, key=lambda r: r[0])[1] if records else {}
+
+
 def data_root_size(allocation: Allocation) -> Size:
+    record = _size_record(allocation)
     try:
-        record = json.loads((allocation.tenant.state_dir / SIZE_FILE).read_text())
         size = record.get("bytes")
         return Size(None if size is None else int(size), str(record.get("note", "")))
-    except (OSError, ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError):
         return Size(None)
 
 
@@ -73,28 +94,77 @@ def measure_size(allocation: Allocation, limits: treewalk.Limits = treewalk.DEFA
         size = Size(result.bytes, result.summary())
     except OSError as exc:
         size = Size(None, f"cannot measure {allocation.tenant.data_root}: {exc.strerror}")
-    record = {"bytes": size.bytes, "note": size.note, "measured": time.time()}
-    files.write_if_changed(
-        allocation.tenant.state_dir / SIZE_FILE, json.dumps(record), files.PRIVATE
-    )
+    record = json.dumps({"bytes": size.bytes, "note": size.note, "measured": time.time()})
+    kept, spare = _size_files(allocation)
+    try:
+        files.write_if_changed(kept, record, files.PRIVATE)
+    except OSError:  # a full disk: the measurement matters most now
+        spare.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        files.write_if_changed(spare, record, files.PRIVATE)
     return size
 
 
 def measured_at(allocation: Allocation) -> float:
     """When the data-root was last measured (0: never)."""
     try:
-        record = json.loads((allocation.tenant.state_dir / SIZE_FILE).read_text())
-        return float(record["measured"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return float(_size_record(allocation).get("measured", 0.0))
+    except (ValueError, TypeError):
         return 0.0
 
 
 def size_is_stale(allocation: Allocation) -> bool:
+    """Used since last measured, an hour ago or more (at once when the disk is low)."""
     measured = measured_at(allocation)
     if not measured:
         return True
     last_use = activity.last(allocation.user) or 0.0
-    return time.time() - measured > SIZE_EVERY and last_use > measured
+    old = time.time() - measured > SIZE_EVERY or low_space(room())
+    return old and last_use > measured
+
+
+class Room(NamedTuple):
+    free: int  # bytes available to unprivileged writers (containers)
+    total: int
+
+
+LOW_SHARE = 0.05  # below this share free, the disk holding the tenants is "low"
+
+
+def room(path: str = paths.STATE_DIR) -> Room | None:
+    try:
+        fs = os.statvfs(path)
+    except OSError:
+        return None
+    return Room(fs.f_bavail * fs.f_frsize, fs.f_blocks * fs.f_frsize)
+
+
+def low_space(space: Room | None) -> bool:
+    return space is not None and space.free < space.total * LOW_SHARE
+
+
+def space_note(space: Room | None, rows: list[TenantStatus], largest: int = 3) -> str:
+    """When the disk holding the tenants is low: how low, and who holds the most (pure)."""
+    if not low_space(space) or space is None:
+        return ""
+    sized = sorted((r for r in rows if r.data_root_bytes), key=lambda r: -(r.data_root_bytes or 0))
+    who = ", ".join(f"{r.user} {_bytes(r.data_root_bytes, r.data_root_note)}"
+                    for r in sized[:largest]) or "not measured yet (`dtenant reap`)"  # fmt: skip
+    state = "full" if space.free == 0 else "low"
+    return (f"{paths.STATE_DIR} is {state}: {_bytes(space.free)} free of "
+            f"{_bytes(space.total)}; largest data-roots: {who}")  # fmt: skip
+
+
+def own_disk(allocation: Allocation) -> tuple[int | None, int] | None:
+    """(bytes used, cap) of a capped tenant's disk; used is None while it is not mounted."""
+    t = allocation.tenant
+    try:
+        cap = t.disk_image.stat().st_size
+    except OSError:
+        return None
+    if not os.path.ismount(t.data_root):
+        return None, cap
+    fs = os.statvfs(t.data_root)
+    return (fs.f_blocks - fs.f_bfree) * fs.f_frsize, cap
 
 
 def running_containers(allocation: Allocation) -> int | None:
@@ -109,7 +179,7 @@ def running_containers(allocation: Allocation) -> int | None:
 
 
 def collect(user: str | None = None) -> list[TenantStatus]:
-    with Registry() as registry:
+    with Registry(read_only=True) as registry:
         allocations = [registry.get(user)] if user else registry.all()
     present = [a for a in allocations if a is not None]
     if user and not present:
@@ -152,6 +222,7 @@ def collect(user: str | None = None) -> list[TenantStatus]:
                 outdated=binaries.outdated(groups[t.service_unit])
                 if groups.get(t.service_unit)
                 else [],
+                disk=own_disk(a),
             )
         )
     return rows
@@ -185,7 +256,15 @@ def _bytes(size: int | None, note: str = "") -> str:
     return f"{more}{size}B"
 
 
-def table(rows: list[TenantStatus]) -> str:
+def _size(row: TenantStatus) -> str:
+    """The data-root's size, or a capped tenant's use of its disk: USED/CAP."""
+    if row.disk is None:
+        return _bytes(row.data_root_bytes, row.data_root_note)
+    used, cap = row.disk
+    return f"{_bytes(used) if used is not None else 'unmounted'}/{_bytes(cap)}"
+
+
+def table(rows: list[TenantStatus], space: Room | None = None) -> str:
     header = ("USER", "UID", "BRIDGE", "SUBNET", "NETWORKS", "SOCKET", "DAEMON", "RUNNING",
               "IDLE", "MEMORY", "CPU", "SIZE")  # fmt: skip
     lines = [header] + [
@@ -193,7 +272,7 @@ def table(rows: list[TenantStatus]) -> str:
          "-" if r.running_containers is None else str(r.running_containers),
          _duration(r.idle_seconds), _bytes(r.memory_bytes),
          "-" if r.cpu_seconds is None else _duration(r.cpu_seconds),
-         _bytes(r.data_root_bytes, r.data_root_note))
+         _size(r))
         for r in rows
     ]  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -204,4 +283,4 @@ def table(rows: list[TenantStatus]) -> str:
     notes = [f"{r.user}: data-root size: {r.data_root_note}" for r in rows if r.data_root_note]
     notes += [f"{r.user}: the daemon runs an outdated {', '.join(r.outdated)} (updated since "
               f"it started): `dtenant restart --outdated`" for r in rows if r.outdated]  # fmt: skip
-    return "\n".join([text, *notes])
+    return "\n".join([text, *notes, *filter(None, [space_note(space, rows)])])

@@ -115,13 +115,7 @@ def bridge_name(slot: int) -> str:
 
 def unit_instance(user: str) -> str:
     """systemd-escape(1) of a user name, as in docker@INSTANCE.service."""
-    out = []
-    for index, char in enumerate(user):
-        if (char.isascii() and (char.isalnum() or char in ":_")) or (char == "." and index > 0):
-            out.append(char)
-        else:
-            out.append("".join(f"\\x{byte:02x}" for byte in char.encode()))
-    return "".join(out)
+    return paths.unit_word(user)
 
 
 @dataclass(frozen=True)
@@ -175,6 +169,17 @@ class Tenant:
     @property
     def data_root(self) -> Path:
         return self.state_dir / "docker"
+
+    @property
+    def disk_image(self) -> Path:
+        """The filesystem image holding the data-root when limits.disk_max caps it; with
+        the tenant's data (kept unless purged, moved at a rename), hidden from its daemon."""
+        return Path(paths.disk_image(self.user))
+
+    @property
+    def disk_unit(self) -> str:
+        """The mount unit of the data-root (systemd-escape --path --suffix=mount)."""
+        return paths.disk_unit(self.user)
 
     @property
     def daemon_json(self) -> Path:

@@ -19,6 +19,7 @@ from dtenant_session import desired, mountinfo, paths
 from dtenant_session.prestart import (
     CannotCheck,
     Finding,
+    check_disk,
     check_distinct,
     check_filesystem,
     check_locks,
@@ -157,6 +158,7 @@ def _check_one(allocation: Any, config: Any, mounts: list[mountinfo.MountEntry],
         lambda: check_owner(user, allocation.uid),
         lambda: check_mapping(user, allocation.id_base),
         lambda: check_filesystem(user, mounts),
+        lambda: check_disk(user, mounts),
         lambda: check_locks(user, allowed_unit=allocation.tenant.service_unit),
         lambda: [] if orphan else check_consistency(allocation, config, links, firewall),
     )
@@ -175,7 +177,7 @@ def verify_all(config: Any, only: str | None = None) -> Report:
     from dtenant_session.registry import Registry, RegistryError
 
     try:
-        with Registry() as registry:
+        with Registry(read_only=True) as registry:
             allocations = registry.all()
     except RegistryError as exc:
         raise CannotCheck(str(exc)) from None
@@ -194,6 +196,7 @@ def verify_all(config: Any, only: str | None = None) -> Report:
         report.findings += _check_one(allocation, config, mounts, links, registered, firewall)
     distinct = check_distinct([a.user for a in allocations], mounts)
     report.findings += [f for f in distinct if only is None or only in f.problem]
+    report.findings += check_space(chosen)
     if only is None:
         report.findings += check_orphans(
             {a.user for a in allocations}, {a.tenant.bridge for a in allocations}
@@ -216,6 +219,23 @@ def check_docker_host_list() -> list[Finding]:
         return []
     return [Finding("", "pam", f"{paths.DOCKER_HOST_USERS} {problem}", paths.DOCKER_HOST_USERS,
                     advice="run `dtenant setup`")]  # fmt: skip
+
+
+def check_space(allocations: list[Any]) -> list[Finding]:
+    """The disk holding the tenants is low: who holds the most, as the reaper measured."""
+    from dtenant_session import status
+
+    sizes = {a.user: status.data_root_size(a) for a in allocations}
+    rows = [status.TenantStatus(
+        user=a.user, uid=a.uid, slot=a.slot, bridge="", subnet="", networks="", socket="",
+        socket_state="", daemon_state="", running_containers=None, idle_seconds=None,
+        data_root_bytes=sizes[a.user].bytes, memory_bytes=None, cpu_seconds=None,
+        data_root_note=sizes[a.user].note) for a in allocations]  # fmt: skip
+    note = status.space_note(status.room(), rows)
+    if not note:
+        return []
+    return [Finding("-", "space", note, paths.STATE_DIR,
+                    advice="see `dtenant status`; `limits.disk_max` caps each tenant")]  # fmt: skip
 
 
 def check_subid_files() -> list[Finding]:

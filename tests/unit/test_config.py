@@ -299,3 +299,18 @@ def test_daemon_blocked_networks_must_be_networks(tmp_path: Path) -> None:
     with pytest.raises(config.ConfigError, match=r"network\.daemon_blocked.*'metadata'"):
         _load(tmp_path, '[network]\ndaemon_blocked = ["169.254.0.0/16", "metadata"]\n')
     assert _load(tmp_path, "[network]\ndaemon_blocked = []\n").network.daemon_blocked == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("", 0), ("1G", 1 << 30), ("1536M", 1536 << 20), ("2T", 2 << 40)]
+)
+def test_disk_max_is_a_size(text: str, size: int) -> None:
+    assert config.disk_bytes(text) == size
+
+
+@pytest.mark.parametrize("text", ["20", "20GB", "-1G", "10%", "512M"])
+def test_disk_max_that_is_no_size_names_the_key(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "dtenant.toml"
+    path.write_text(f'[limits]\ndisk_max = "{text}"\n')
+    with pytest.raises(config.ConfigError, match=r"limits\.disk_max"):
+        config.load(path, tmp_path / "dtenant.toml.d", _mine(tmp_path))

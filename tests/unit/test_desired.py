@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dtenant_session import desired, ownerstamp
-from dtenant_session.config import Config
+from dtenant_session.config import Config, Limits
 from dtenant_session.registry import Allocation
 
 TENANTS = [
@@ -43,9 +43,14 @@ def _observed(wanted: desired.TenantState, disk: dict[Path, str]) -> desired.Obs
     )
 
 
+CAPPED = Config(limits=Limits(disk_max="20G"))
+
+
 @pytest.mark.parametrize("allocation", TENANTS, ids=[a.user for a in TENANTS])
-def test_provision_verify_recover_and_remove_agree(allocation: Allocation) -> None:
-    wanted = desired.state(allocation, Config(), ACCOUNT)
+@pytest.mark.parametrize("config", [Config(), CAPPED], ids=["uncapped", "capped"])
+def test_provision_verify_recover_and_remove_agree(allocation: Allocation, config: Config
+                                                   ) -> None:  # fmt: skip
+    wanted = desired.state(allocation, config, ACCOUNT)
     disk = _as_written(wanted)
     # verify: the host as provisioning leaves it differs in nothing
     assert desired.differences(wanted, _observed(wanted, disk)) == []
@@ -57,7 +62,11 @@ def test_provision_verify_recover_and_remove_agree(allocation: Allocation) -> No
     layout = desired.layout(allocation)
     state_dir = allocation.tenant.state_dir
     kept = {f.path for f in wanted.files if state_dir in f.path.parents}
-    assert set(layout.host_files) | kept == {f.path for f in wanted.files}
+    # (its disk's mount unit whether or not it is capped now: a cap may have been removed)
+    disk_unit = Path("/etc/systemd/system") / allocation.tenant.disk_unit
+    assert set(layout.host_files) | kept == {f.path for f in wanted.files} | {disk_unit}
+    assert set(layout.mounts) == {allocation.tenant.disk_unit}
+    assert set(wanted.mounts) <= set(layout.mounts)
     assert all(state_dir in d.path.parents or d.path == state_dir or
                d.path.parent == allocation.tenant.run_dir.parent
                for d in layout.directories)  # fmt: skip
@@ -108,3 +117,19 @@ def test_a_tenant_of_0_1_is_recovered_without_ids_of_its_own() -> None:
     assert desired.id_base_of("alice") == 0
     assert desired.id_base_of("_dtenant28672") == 0x70000000
     assert desired.id_base_of("_dtenantX") == 0
+
+
+def test_a_capped_tenant_has_its_own_disk_mounted_before_its_daemon() -> None:
+    t = TENANTS[0].tenant
+    wanted = desired.state(TENANTS[0], CAPPED, ACCOUNT)
+    assert wanted.disk_size == 20 << 30
+    text = {f.path: f.content for f in wanted.files}
+    mount = text[Path("/etc/systemd/system") / t.disk_unit]
+    assert f"What={t.disk_image}\n" in mount and f"Where={t.data_root}\n" in mount
+    assert "Type=ext4\n" in mount
+    assert f"Wants={t.disk_unit}\nAfter={t.disk_unit}\n" in text[t.service_dropin]
+    # the image goes with the tenant's data (kept unless purged), out of its daemon's sight
+    assert t.state_dir in t.disk_image.parents
+    uncapped = desired.state(TENANTS[0], Config(), ACCOUNT)
+    assert "Wants=" not in {f.path: f.content for f in uncapped.files}[t.service_dropin]
+    assert uncapped.mounts == () and uncapped.disk_size == 0

@@ -124,3 +124,35 @@ def test_content_length_parsing() -> None:
     assert failsafe.content_length("9" * 5000) == 10**18
     assert failsafe.content_length("-1") == 0
     assert failsafe.content_length("") == 0
+
+
+@pytest.mark.parametrize(
+    ("journal", "reason"),
+    [
+        # The pre-start check could not read what it needs: its line, not systemd's last.
+        ("dtenant: cannot check bob's data-root: cannot read the registry: disk I/O error\n"
+         "docker@bob.service: Control process exited, code=exited, status=1/FAILURE\n"
+         "dtenant: stopped 0 container(s) left without their daemon\n"
+         "docker@bob.service: Start request repeated too quickly.\n"
+         "docker@bob.service: Triggering OnFailure= dependencies.\n",
+         "dtenant: cannot check bob's data-root: cannot read the registry: disk I/O error"),
+        ('time="x" level=fatal msg="mkdir /var/lib/x/tmp: no space left on device"\n'
+         "docker@bob.service: Triggering OnFailure= dependencies.\n",
+         "mkdir /var/lib/x/tmp: no space left on device"),
+    ],
+)  # fmt: skip
+def test_the_reason_is_the_line_that_says_why(journal: str, reason: str) -> None:
+    assert failsafe.failure_reason(journal) == reason
+
+
+def test_a_lack_of_space_ends_the_back_off_when_there_is_room() -> None:
+    assert failsafe.lacks_space("mkdir /x/tmp: no space left on device")
+    assert failsafe.lacks_space("cannot read the registry: disk I/O error")
+    assert not failsafe.lacks_space("daemon.json: invalid character")
+    gib = (1 << 30) // 4096  # blocks of 4 KiB
+    assert not failsafe.has_room(0, 10 * gib, 5000, 100_000)
+    assert not failsafe.has_room(gib, 10 * gib, 0, 100_000)  # no inode left
+    assert failsafe.has_room(gib, 10 * gib, 5000, 100_000)
+    assert failsafe.has_room(gib, 10 * gib, 0, 0)  # no inode counts (btrfs)
+    text = failsafe.message("bob", "no space left on device", time.time() + 300)
+    assert "as soon as there is space again" in text

@@ -31,7 +31,8 @@ OWN = "dtenant_session"
                                               "trusted"}),
         # ExecStartPre of every daemon (libexec/check-tenant)
         ("check-tenant", ["dtenant_session.prestart"],
-         {"prestart", "disabled", "files", "mountinfo", "ownerstamp", "paths", "treewalk"}),
+         {"prestart", "dbread", "disabled", "files", "mountinfo", "ownerstamp", "paths",
+          "treewalk"}),
         # the authorization plugin, with what it loads for its first request
         ("authz", ["dtenant_session.authz", "dtenant_session.policy", "dtenant_session.config"],
          {"authz", "activity", "config", "dockerapi", "errors", "log", "paths", "policy",

@@ -62,3 +62,27 @@ def test_a_count_the_daemon_does_not_give_is_unknown(
 ) -> None:
     monkeypatch.setattr(dockerapi, "get", lambda *a, **k: b'{"ContainersRunning": "many"}')
     assert status.running_containers(ALICE) is None
+
+
+def test_a_low_disk_names_the_largest_data_roots() -> None:
+    rows = [_row("small", 10 << 20), _row("big", 900 << 20), _row("unmeasured", None)]
+    assert status.space_note(status.Room(50 << 30, 100 << 30), rows) == ""
+    note = status.space_note(status.Room(0, 1 << 30), rows)
+    assert note.startswith("/var/lib/dtenant is full: 0B free of 1.0G")
+    assert note.endswith("largest data-roots: big 900.0M, small 10.0M")
+    assert "not measured yet" in status.space_note(status.Room(1, 1 << 30), rows[2:])
+
+
+def _row(user: str, size: int | None) -> status.TenantStatus:
+    return status.TenantStatus(user, 1000, 1, "", "", "", "", "", "", None, None, size, None,
+                               None, "")  # fmt: skip
+
+
+def test_a_capped_tenant_shows_its_use_of_its_disk() -> None:
+    capped = status.TenantStatus("c", 1000, 1, "", "", "", "", "", "", None, None, None, None,
+                                 None, "", disk=(3 << 30, 20 << 30))  # fmt: skip
+    unmounted = status.TenantStatus("u", 1000, 1, "", "", "", "", "", "", None, None, None,
+                                    None, None, "", disk=(None, 20 << 30))  # fmt: skip
+    text = status.table([capped, unmounted])
+    assert text.splitlines()[1].endswith("3.0G/20.0G")
+    assert text.splitlines()[2].endswith("unmounted/20.0G")
