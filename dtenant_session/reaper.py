@@ -12,6 +12,7 @@ never contacted, so a pass never socket-activates one. Nothing on disk is remove
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -99,6 +100,22 @@ def socket_connections(ss_output: str) -> dict[str, int]:
     return counts
 
 
+def _connections() -> dict[str, int]:
+    ss = command.run([command.which("ss"), "-xnH", "state", "connected"], timeout=30)
+    return socket_connections(ss.stdout)
+
+
+def untouched(allocation: Allocation, idle_timeout: float) -> bool:
+    """The last look before an idle daemon's stop, milliseconds before it: nothing is
+    connected to its socket and no request came within idle_timeout (the plugin stamps
+    every request to within authz.ACTIVITY_EVERY, well below the 1 s idle_timeout can be
+    at least)."""
+    if _connections().get(str(allocation.tenant.socket), 0):
+        return False
+    last = activity.last(allocation.user)
+    return last is None or time.time() - last >= idle_timeout
+
+
 def observe(allocations: list[Allocation]) -> list[Observation]:
     async def gather(
         bus: systemd.Bus,
@@ -112,8 +129,7 @@ def observe(allocations: list[Allocation]) -> list[Observation]:
             return units, None
 
     units, sessions = systemd.run(gather)
-    ss = command.run([command.which("ss"), "-xnH", "state", "connected"], timeout=30)
-    connections = socket_connections(ss.stdout)
+    connections = _connections()
     seen = []
     for a in allocations:
         unit = units.get(a.tenant.service_unit)
@@ -183,8 +199,13 @@ def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> l
             continue
         reason = "; ".join(decision.reasons)
         try:
-            with_containers = decision.action == STOP_WITH_CONTAINERS
-            lifecycle.stop_daemon(allocation, config, with_containers=with_containers)
+            if decision.action == STOP_WITH_CONTAINERS:
+                lifecycle.stop_daemon(allocation, config, with_containers=True)
+            elif not lifecycle.stop_idle_daemon(
+                allocation, functools.partial(untouched, allocation, config.reap.idle_timeout)
+            ):
+                decision.action, decision.reasons = KEEP, ["used again just before the stop"]
+                continue
         except Exception as exc:  # noqa: BLE001 - one tenant's failure must not stop the pass
             log.log(f"reaper: could not stop the daemon: {exc}", priority=log.ERR,
                     user=decision.user, step="reap")  # fmt: skip

@@ -124,3 +124,21 @@ def test_content_length_parsing() -> None:
     assert failsafe.content_length("9" * 5000) == 10**18
     assert failsafe.content_length("-1") == 0
     assert failsafe.content_length("") == 0
+
+
+@pytest.mark.parametrize(
+    ("journal", "expected"),
+    [("Starting docker@alice.service - Docker daemon of alice (dtenant)...\n"
+      "Started docker@alice.service - Docker daemon of alice (dtenant).\n"
+      "Stopping docker@alice.service - Docker daemon of alice (dtenant)...\n"
+      "docker@alice.service: Control process exited, code=killed, status=9/KILL\n"
+      "docker@alice.service: Triggering OnFailure= dependencies.\n", True),
+     ("Started docker@alice.service - ...\nStarting docker@alice.service - ...\n"
+      "dtenant: refusing to start: the data-root is locked by pid 7\n"
+      "Failed to start docker@alice.service - ...\n", False),
+     ("time=\"...\" level=info msg=\"Starting up\"\n", False),
+     ("", False)],
+)  # fmt: skip
+def test_a_daemon_that_started_and_failed_later_is_no_refusal(journal: str, expected: bool) -> None:
+    """A failure during a stop (say, a kill racing a new connection) locks nobody out."""
+    assert failsafe.started_then_failed(journal) is expected
