@@ -20,6 +20,16 @@ TENANTS_DIR = f"{STATE_DIR}/tenants"
 DISABLED_DIR = f"{STATE_DIR}/disabled"  # `dtenant disable USER`: a file per user, the reason
 # Who gets DOCKER_HOST at login: pam_listfile in pam/dtenant reads it (dockerhost.py).
 DOCKER_HOST_USERS = f"{STATE_DIR}/docker-host-users"
+# The reaper's settings of its last good configuration: a broken file stops no pass.
+REAP_SETTINGS = f"{STATE_DIR}/reap-settings.json"
+# What a user is told at their next login shell (/etc/profile.d/dtenant.sh): why the
+# reaper stopped their containers. Root's directory; each file the user's own, read-only.
+NOTICES_DIR = "/run/dtenant-notices"
+
+
+def notice_path(user: str) -> str:
+    return f"{NOTICES_DIR}/{user}"
+
 
 RUN_DIR = "/run/dtenant"  # volatile: stamps, locks, exec-roots
 STAMPS_DIR = f"{RUN_DIR}/stamps"

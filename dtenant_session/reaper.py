@@ -13,12 +13,30 @@ never contacted, so a pass never socket-activates one. Nothing on disk is remove
 from __future__ import annotations
 
 import functools
+import json
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from dtenant_session import activity, command, lifecycle, log, standing, status, systemd, treewalk
+from dtenant_session import (
+    activity,
+    command,
+    config,
+    disabled,
+    files,
+    lifecycle,
+    log,
+    metrics,
+    paths,
+    standing,
+    status,
+    systemd,
+    treewalk,
+)
 from dtenant_session.config import Config, Reap
+from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation, Registry
 
 STOP = "stop"
@@ -168,6 +186,34 @@ def sweep_orphans(
     return decisions
 
 
+def settings() -> tuple[Config, str | None]:
+    """The configuration, remembered as the last good one for the reaper; when it cannot
+    be read, the last good reaper settings and why (the file and key), loudly: a broken
+    drop-in must not leave idle daemons running for good."""
+    try:
+        loaded = config.load()
+    except DtenantError as exc:
+        kept, since = _last_good()
+        log.log(f"reaper: the configuration is broken: {exc}; this pass keeps the last good "
+                f"reaper settings ({since})", priority=log.ERR, step="reap")  # fmt: skip
+        return Config(reap=kept), str(exc)
+    remember(loaded.reap)
+    return loaded, None
+
+
+def remember(rules: Reap) -> None:
+    files.write_if_changed(Path(paths.REAP_SETTINGS), json.dumps(asdict(rules), sort_keys=True),
+                           files.PRIVATE)  # fmt: skip
+
+
+def _last_good() -> tuple[Reap, str]:
+    try:
+        with open(paths.REAP_SETTINGS) as stream:
+            return Reap(**json.load(stream)), f"remembered in {paths.REAP_SETTINGS}"
+    except (OSError, ValueError, TypeError) as exc:
+        return Reap(), f"none remembered ({paths.REAP_SETTINGS}: {exc}), the defaults"
+
+
 def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> list[Decision]:
     with Registry() as registry:
         everyone = registry.all()
@@ -214,8 +260,43 @@ def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> l
         what = "daemon and its containers" if decision.action == STOP_WITH_CONTAINERS else "daemon"
         log.log(f"reaper stopped the idle {what} ({reason}); its socket still listens",
                 priority=log.NOTICE, user=decision.user, step="reap")  # fmt: skip
+        if decision.action == STOP_WITH_CONTAINERS:
+            _tell(allocation, notice(decision, time.time()))
     _refresh_sizes(allocations)
     return isolated + decisions
+
+
+def notice(decision: Decision, now: float) -> str:
+    """What the user reads at their next login shell (pure)."""
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(now))
+    return (f"dtenant: your Docker daemon was stopped at {when} with its containers "
+            f"({'; '.join(decision.reasons)}); restart policies bring them back at your next "
+            f"docker command\n")  # fmt: skip
+
+
+def _tell(allocation: Allocation, text: str) -> None:
+    """The user's own read-only file in root's directory (profile.d shows it once)."""
+    try:
+        os.makedirs(paths.NOTICES_DIR, mode=0o755, exist_ok=True)
+        files.replace(paths.notice_path(allocation.user), text, 0o400,
+                      owner=(allocation.uid, 0))  # fmt: skip
+    except OSError as exc:
+        log.log(f"reaper: cannot leave the user a notice: {exc}", priority=log.WARNING,
+                user=allocation.user, step="reap")  # fmt: skip
+
+
+def refresh_metrics(rules: Reap, *, config_broken: bool) -> None:
+    """node-exporter's file, after a pass; a failure here is a warning, not a failed pass."""
+    if not rules.metrics_file or not os.path.isdir(os.path.dirname(rules.metrics_file)):
+        return
+    try:
+        rows = status.collect()
+        off = {row.user for row in rows if disabled.reason(row.user) is not None}
+        text = metrics.render(rows, off, config_broken=config_broken, now=time.time())
+        metrics.write(rules.metrics_file, text)
+    except (OSError, DtenantError) as exc:
+        log.log(f"reaper: cannot write the metrics to {rules.metrics_file}: {exc}",
+                priority=log.WARNING, step="reap")  # fmt: skip
 
 
 def _record_sessions(users: list[str]) -> None:
