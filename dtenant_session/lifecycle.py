@@ -103,10 +103,21 @@ def stop_idle_daemon(allocation: Allocation, still_idle: Callable[[], bool]) -> 
             # daemon at once, so the unit itself may never be seen inactive.
             if not await asyncio.to_thread(exited, IDLE_STOP_SECONDS):
                 await bus.stop(t.service_unit)  # it did not exit: the unit's own way, then
+        await _stopped(bus, t.service_unit)
         await _deliberate(bus, t)
         return True
 
     return systemd.run(stop, timeout=IDLE_STOP_SECONDS + 60)
+
+
+async def _stopped(bus: systemd.Bus, unit: str) -> None:
+    """Until systemd is done with the stop (ExecStop=, ExecStopPost=)."""
+    deadline = asyncio.get_running_loop().time() + IDLE_STOP_SECONDS
+    while asyncio.get_running_loop().time() < deadline:
+        state = (await bus.units([unit])).get(unit)
+        if state is None or state.active != "deactivating":
+            return
+        await asyncio.sleep(0.1)
 
 
 @contextlib.contextmanager
