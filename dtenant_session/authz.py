@@ -31,7 +31,10 @@ from dtenant_session import activity, log
 from dtenant_session.dockerapi import REAPER_AGENT
 
 IDLE_EXIT = 600.0  # seconds without a request before the plugin exits
-ACTIVITY_EVERY = 5.0  # touch the activity file at most this often
+# Touch the activity file at most this often: the reaper's last look before a stop reads
+# it, so it must be far finer than reap.idle_timeout (1 s at least); a utime on /run costs
+# microseconds against the milliseconds of a request.
+ACTIVITY_EVERY = 0.2
 SD_LISTEN_FDS_START = 3
 MAX_LINE = 65536
 MAX_BODY = 8 << 20  # Docker sends at most 1 MiB of body, base64-encoded, plus headers

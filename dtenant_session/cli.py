@@ -62,9 +62,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _setup(args: argparse.Namespace) -> int:
-    from dtenant_session import config, render, setup
+    from dtenant_session import config, reaper, render, setup
 
     settings = config.load()
+    reaper.remember(settings.reap)  # the reaper's fallback should a file break later
     if args.print_pam:
         print(render.pam_snippet(), end="")
         return 0
@@ -87,13 +88,20 @@ def _firewall_sync(_args: argparse.Namespace) -> int:
 
 
 def _reap(args: argparse.Namespace) -> int:
-    from dtenant_session import config, reaper
+    from dtenant_session import reaper
 
-    decisions = reaper.reap(config.load(), dry_run=args.dry_run, user=args.user)
+    settings, broken = reaper.settings()
+    decisions = reaper.reap(settings, dry_run=args.dry_run, user=args.user)
+    if not args.dry_run:
+        reaper.refresh_metrics(settings.reap, config_broken=broken is not None)
     if args.json:
         print(json.dumps(reaper.as_dicts(decisions), indent=2))
     else:
         print(reaper.table(decisions, args.dry_run))
+    if broken:  # the pass is done, with the last good settings; the failure stays visible
+        print(f"dtenant: {broken} (this pass used the last good reaper settings)",
+              file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 

@@ -78,6 +78,9 @@ class Reap:
     # seconds without a session or an API request its containers are stopped cleanly
     # (restart policies apply at the next start) and then the daemon.
     stop_running_after: int = 0
+    # Metrics for node-exporter's textfile collector, rewritten by every pass; "" or a
+    # directory that does not exist: none.
+    metrics_file: str = "/var/lib/prometheus/node-exporter/dtenant.prom"
 
 
 @dataclass(frozen=True)
@@ -272,6 +275,9 @@ def _check(config: Config, merged: dict[str, dict[str, tuple[Any, str]]]) -> Non
             config.reap.stop_running_after == 0
             or config.reap.stop_running_after >= config.reap.idle_timeout)
             else "must be 0 (never) or at least reap.idle_timeout"),
+        ("reap", "metrics_file", lambda: None if config.reap.metrics_file == "" or (
+            config.reap.metrics_file.startswith("/") and config.reap.metrics_file.endswith(".prom"))
+            else "must be \"\" or an absolute path ending in .prom"),
         ("policy", "min_host_port", lambda: None if 1 <= config.policy.min_host_port <= 65535
             else "must be a port number"),
         ("policy", "bind_roots", lambda: _bind_roots(config.policy.bind_roots)),

@@ -80,6 +80,9 @@ def main(argv: list[str]) -> int:
                 _systemctl("stop", scope)
             print(f"dtenant: stopped {len(scopes)} container(s) left without their daemon")
             return 0
+        if len(argv) == 1:  # no $MAINPID: the daemon exited first (an idle stop's SIGTERM)
+            print("dtenant: the daemon has exited; nothing to stop")
+            return 0
         if len(argv) == 2 and argv[1].isdigit():
             # Before its containers stop: which of them the daemon restarts at its next
             # start decides whether it starts at boot.

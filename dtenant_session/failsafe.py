@@ -72,6 +72,19 @@ def room_again(user: str) -> bool:
     return True
 
 
+def started_then_failed(journal: str) -> bool:
+    """Whether the daemon's last start succeeded and it failed only later, while it ran or
+    stopped (a stop racing a new connection, a kill): nothing stops it from starting again,
+    so nobody is locked out or told it cannot start (pure). systemd logs "Starting UNIT"
+    and, once it is up, "Started UNIT"."""
+    for line in reversed(journal.splitlines()):
+        if line.startswith("Started docker@"):
+            return True
+        if line.startswith("Starting docker@"):
+            return False
+    return False
+
+
 def message(user: str, reason: str, retry_at: float) -> str:
     minutes = max(1, round((retry_at - time.time()) / 60))
     when = f"in {minutes} min"
@@ -164,8 +177,12 @@ def handle(connection: socket.socket, text: str, seconds: float = CONNECTION_SEC
 def serve(user: str, retry_after: float = RETRY_AFTER) -> None:
     instance = unit_instance(user)
     systemctl, journalctl = command.which("systemctl"), command.which("journalctl")
-    journal = command.run([journalctl, "-u", f"docker@{instance}.service", "-n", "40",
+    journal = command.run([journalctl, "-u", f"docker@{instance}.service", "-n", "200",
                            "-o", "cat", "--no-pager"], check=False).stdout  # fmt: skip
+    if started_then_failed(journal):
+        command.run([systemctl, "reset-failed", f"docker@{instance}.service"], check=False)
+        command.run([systemctl, "start", f"docker@{instance}.socket"], check=False)
+        return
     reason = failure_reason(journal)
     path = paths.socket_path(user)
     command.run([systemctl, "stop", f"docker@{instance}.socket"])

@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from dtenant_session import (
@@ -76,6 +78,63 @@ def stop_daemon(allocation: Allocation, config: Config, *, with_containers: bool
         systemd.run(reload_and_stop, timeout=300)
     finally:
         files.write_if_changed(t.daemon_json, original, mode=files.PRIVATE)
+
+
+IDLE_STOP_SECONDS = 120.0  # a daemon without containers stops in a second or two
+
+
+def stop_idle_daemon(allocation: Allocation, still_idle: Callable[[], bool]) -> bool:
+    """Stop a daemon that runs no container, unless still_idle() says it was used again;
+    False when it was kept. The last look and the stop are milliseconds apart: the daemon
+    gets SIGTERM at once (no ExecStop= first, which takes a python start and a reload,
+    and during which it would still accept requests it then cannot finish), so it closes
+    its listener right away; whoever connects after that waits in the socket's queue,
+    which systemd keeps, and is served by the next start. ExecStop= still runs after the
+    daemon exits (systemd.service(5)), with nothing left to stop."""
+    t = allocation.tenant
+
+    async def stop(bus: systemd.Bus) -> bool:
+        pid = await bus.main_pid(t.service_unit)
+        if not pid:
+            return True  # it stopped by itself meanwhile
+        with _process(pid) as exited:
+            if not still_idle():
+                return False
+            await bus.signal_main(t.service_unit, signal.SIGTERM)
+            # Its exit is what counts: a client waiting in the queue may start the next
+            # daemon at once, so the unit itself may never be seen inactive.
+            if not await asyncio.to_thread(exited, IDLE_STOP_SECONDS):
+                await bus.stop(t.service_unit)  # it did not exit: the unit's own way, then
+        await _stopped(bus, t.service_unit)
+        await _deliberate(bus, t)
+        return True
+
+    return systemd.run(stop, timeout=IDLE_STOP_SECONDS + 60)
+
+
+async def _stopped(bus: systemd.Bus, unit: str) -> None:
+    """Until systemd is done with the stop (ExecStop=, ExecStopPost=)."""
+    deadline = asyncio.get_running_loop().time() + IDLE_STOP_SECONDS
+    while asyncio.get_running_loop().time() < deadline:
+        state = (await bus.units([unit])).get(unit)
+        if state is None or state.active != "deactivating":
+            return
+        await asyncio.sleep(0.1)
+
+
+@contextlib.contextmanager
+def _process(pid: int) -> Iterator[Callable[[float], bool]]:
+    """A process held by a pidfd (never another one that gets its pid): yields a wait
+    for its exit within so many seconds."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        yield lambda _seconds: True
+        return
+    try:
+        yield lambda seconds: bool(select.select([pidfd], [], [], seconds)[0])
+    finally:
+        os.close(pidfd)
 
 
 async def _deliberate(bus: systemd.Bus, t: Tenant) -> None:

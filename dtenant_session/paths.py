@@ -22,6 +22,16 @@ DISABLED_DIR = f"{STATE_DIR}/disabled"  # `dtenant disable USER`: a file per use
 DOCKER_HOST_USERS = f"{STATE_DIR}/docker-host-users"
 # A file per tenant whose daemon has containers it restarts: started at boot (bootstart.py).
 START_AT_BOOT_DIR = f"{STATE_DIR}/start-at-boot"
+# The reaper's settings of its last good configuration: a broken file stops no pass.
+REAP_SETTINGS = f"{STATE_DIR}/reap-settings.json"
+# What a user is told at their next login shell (/etc/profile.d/dtenant.sh): why the
+# reaper stopped their containers. Root's directory; each file the user's own, read-only.
+NOTICES_DIR = "/run/dtenant-notices"
+
+
+def notice_path(user: str) -> str:
+    return f"{NOTICES_DIR}/{user}"
+
 
 RUN_DIR = "/run/dtenant"  # volatile: stamps, locks, exec-roots
 STAMPS_DIR = f"{RUN_DIR}/stamps"

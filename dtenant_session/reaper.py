@@ -12,22 +12,32 @@ never contacted, so a pass never socket-activates one. Nothing on disk is remove
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from dtenant_session import (
     activity,
     bootstart,
     command,
+    config,
+    disabled,
+    files,
     lifecycle,
     log,
+    metrics,
+    paths,
     standing,
     status,
     systemd,
     treewalk,
 )
 from dtenant_session.config import Config, Reap
+from dtenant_session.errors import DtenantError
 from dtenant_session.registry import Allocation, Registry
 
 STOP = "stop"
@@ -109,6 +119,22 @@ def socket_connections(ss_output: str) -> dict[str, int]:
     return counts
 
 
+def _connections() -> dict[str, int]:
+    ss = command.run([command.which("ss"), "-xnH", "state", "connected"], timeout=30)
+    return socket_connections(ss.stdout)
+
+
+def untouched(allocation: Allocation, idle_timeout: float) -> bool:
+    """The last look before an idle daemon's stop, milliseconds before it: nothing is
+    connected to its socket and no request came within idle_timeout (the plugin stamps
+    every request to within authz.ACTIVITY_EVERY, well below the 1 s idle_timeout can be
+    at least)."""
+    if _connections().get(str(allocation.tenant.socket), 0):
+        return False
+    last = activity.last(allocation.user)
+    return last is None or time.time() - last >= idle_timeout
+
+
 def observe(allocations: list[Allocation]) -> list[Observation]:
     async def gather(
         bus: systemd.Bus,
@@ -122,8 +148,7 @@ def observe(allocations: list[Allocation]) -> list[Observation]:
             return units, None
 
     units, sessions = systemd.run(gather)
-    ss = command.run([command.which("ss"), "-xnH", "state", "connected"], timeout=30)
-    connections = socket_connections(ss.stdout)
+    connections = _connections()
     seen = []
     for a in allocations:
         unit = units.get(a.tenant.service_unit)
@@ -162,6 +187,34 @@ def sweep_orphans(
     return decisions
 
 
+def settings() -> tuple[Config, str | None]:
+    """The configuration, remembered as the last good one for the reaper; when it cannot
+    be read, the last good reaper settings and why (the file and key), loudly: a broken
+    drop-in must not leave idle daemons running for good."""
+    try:
+        loaded = config.load()
+    except DtenantError as exc:
+        kept, since = _last_good()
+        log.log(f"reaper: the configuration is broken: {exc}; this pass keeps the last good "
+                f"reaper settings ({since})", priority=log.ERR, step="reap")  # fmt: skip
+        return Config(reap=kept), str(exc)
+    remember(loaded.reap)
+    return loaded, None
+
+
+def remember(rules: Reap) -> None:
+    files.write_if_changed(Path(paths.REAP_SETTINGS), json.dumps(asdict(rules), sort_keys=True),
+                           files.PRIVATE)  # fmt: skip
+
+
+def _last_good() -> tuple[Reap, str]:
+    try:
+        with open(paths.REAP_SETTINGS) as stream:
+            return Reap(**json.load(stream)), f"remembered in {paths.REAP_SETTINGS}"
+    except (OSError, ValueError, TypeError) as exc:
+        return Reap(), f"none remembered ({paths.REAP_SETTINGS}: {exc}), the defaults"
+
+
 def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> list[Decision]:
     with Registry(read_only=True) as registry:
         everyone = registry.all()
@@ -194,8 +247,13 @@ def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> l
             continue
         reason = "; ".join(decision.reasons)
         try:
-            with_containers = decision.action == STOP_WITH_CONTAINERS
-            lifecycle.stop_daemon(allocation, config, with_containers=with_containers)
+            if decision.action == STOP_WITH_CONTAINERS:
+                lifecycle.stop_daemon(allocation, config, with_containers=True)
+            elif not lifecycle.stop_idle_daemon(
+                allocation, functools.partial(untouched, allocation, config.reap.idle_timeout)
+            ):
+                decision.action, decision.reasons = KEEP, ["used again just before the stop"]
+                continue
         except Exception as exc:  # noqa: BLE001 - one tenant's failure must not stop the pass
             log.log(f"reaper: could not stop the daemon: {exc}", priority=log.ERR,
                     user=decision.user, step="reap")  # fmt: skip
@@ -204,6 +262,8 @@ def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> l
         what = "daemon and its containers" if decision.action == STOP_WITH_CONTAINERS else "daemon"
         log.log(f"reaper stopped the idle {what} ({reason}); its socket still listens",
                 priority=log.NOTICE, user=decision.user, step="reap")  # fmt: skip
+        if decision.action == STOP_WITH_CONTAINERS:
+            _tell(allocation, notice(decision, time.time()))
     if user is None:
         _move_outdated(config)
     _refresh_sizes(allocations)
@@ -220,6 +280,39 @@ def _move_outdated(config: Config) -> None:
     except Exception as exc:  # noqa: BLE001 - the pass goes on
         log.log(f"reaper: cannot look for outdated daemons: {exc}", priority=log.WARNING,
                 step="reap")  # fmt: skip
+
+
+def notice(decision: Decision, now: float) -> str:
+    """What the user reads at their next login shell (pure)."""
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(now))
+    return (f"dtenant: your Docker daemon was stopped at {when} with its containers "
+            f"({'; '.join(decision.reasons)}); restart policies bring them back at your next "
+            f"docker command\n")  # fmt: skip
+
+
+def _tell(allocation: Allocation, text: str) -> None:
+    """The user's own read-only file in root's directory (profile.d shows it once)."""
+    try:
+        os.makedirs(paths.NOTICES_DIR, mode=0o755, exist_ok=True)
+        files.replace(paths.notice_path(allocation.user), text, 0o400,
+                      owner=(allocation.uid, 0))  # fmt: skip
+    except OSError as exc:
+        log.log(f"reaper: cannot leave the user a notice: {exc}", priority=log.WARNING,
+                user=allocation.user, step="reap")  # fmt: skip
+
+
+def refresh_metrics(rules: Reap, *, config_broken: bool) -> None:
+    """node-exporter's file, after a pass; a failure here is a warning, not a failed pass."""
+    if not rules.metrics_file or not os.path.isdir(os.path.dirname(rules.metrics_file)):
+        return
+    try:
+        rows = status.collect()
+        off = {row.user for row in rows if disabled.reason(row.user) is not None}
+        text = metrics.render(rows, off, config_broken=config_broken, now=time.time())
+        metrics.write(rules.metrics_file, text)
+    except (OSError, DtenantError) as exc:
+        log.log(f"reaper: cannot write the metrics to {rules.metrics_file}: {exc}",
+                priority=log.WARNING, step="reap")  # fmt: skip
 
 
 def _record_sessions(users: list[str]) -> None:

@@ -160,6 +160,18 @@ class Bus:
             groups[row[0]] = str(getattr(value, "value", ""))
         return groups
 
+    async def main_pid(self, unit: str) -> int:
+        """The unit's main process; 0 when it has none or is not loaded."""
+        (rows,) = await self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, "ListUnitsByPatterns",
+                                  "asas", [[], [unit]])  # fmt: skip
+        for row in rows:
+            if row[0] == unit:
+                properties = "org.freedesktop.DBus.Properties"
+                (value,) = await self.call(SYSTEMD, row[6], properties, "Get", "ss",
+                                           [f"{SYSTEMD}.Service", "MainPID"])  # fmt: skip
+                return int(value.value)
+        return 0
+
     async def slice_usage(self, pattern: str) -> dict[str, tuple[int | None, int | None]]:
         """Loaded slices matching pattern -> (memory in bytes, CPU time in ns); None where
         systemd does not account it."""

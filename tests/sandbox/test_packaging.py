@@ -229,6 +229,8 @@ def test_install_script_from_a_checkout(bare_lab: host.Lab) -> None:
     lab.run([str(CHECKOUT / "packaging" / "install.sh")])
     assert lab.run(["test", "-e", stale], check=False).returncode == 1
     _no_lab_command(lab)
+    # The manual, as the package installs it: `man dtenant` finds it.
+    assert lab.run(["man", "-w", "dtenant"]).stdout.strip() == "/usr/share/man/man8/dtenant.8"
     lab.add_account("scriptuser")
     load_image(lab, "scriptuser")
     assert lab.ssh("scriptuser", f"docker run --rm {IMAGE} echo hi").stdout.strip() == "hi"

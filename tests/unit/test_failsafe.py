@@ -156,3 +156,21 @@ def test_a_lack_of_space_ends_the_back_off_when_there_is_room() -> None:
     assert failsafe.has_room(gib, 10 * gib, 0, 0)  # no inode counts (btrfs)
     text = failsafe.message("bob", "no space left on device", time.time() + 300)
     assert "as soon as there is space again" in text
+
+
+@pytest.mark.parametrize(
+    ("journal", "expected"),
+    [("Starting docker@alice.service - Docker daemon of alice (dtenant)...\n"
+      "Started docker@alice.service - Docker daemon of alice (dtenant).\n"
+      "Stopping docker@alice.service - Docker daemon of alice (dtenant)...\n"
+      "docker@alice.service: Control process exited, code=killed, status=9/KILL\n"
+      "docker@alice.service: Triggering OnFailure= dependencies.\n", True),
+     ("Started docker@alice.service - ...\nStarting docker@alice.service - ...\n"
+      "dtenant: refusing to start: the data-root is locked by pid 7\n"
+      "Failed to start docker@alice.service - ...\n", False),
+     ("time=\"...\" level=info msg=\"Starting up\"\n", False),
+     ("", False)],
+)  # fmt: skip
+def test_a_daemon_that_started_and_failed_later_is_no_refusal(journal: str, expected: bool) -> None:
+    """A failure during a stop (say, a kill racing a new connection) locks nobody out."""
+    assert failsafe.started_then_failed(journal) is expected

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from dtenant_session import render
+from dtenant_session import metrics, render
 from dtenant_session.config import Config, Eligibility, Limits
 from dtenant_session.registry import Allocation
+from tests.unit import test_metrics
 
 GOLDEN = Path(__file__).with_name("golden")
 ALICE = Allocation("alice", 1000, 3, "10.96.2.0/24", "10.128.32.0/20", 0.0, "/home/alice",
@@ -26,6 +27,9 @@ LIMITED = Config(eligibility=Eligibility(min_uid=2000, groups=("docker-users",),
                  limits=Limits(memory_max="8G", cpu_quota="200%", tasks_max="4096"))  # fmt: skip
 
 RENDERED: dict[str, Callable[[], str]] = {
+    "metrics.prom": lambda: metrics.render(
+        test_metrics.ROWS, {"bob"}, config_broken=False, now=1_700_000_000.25
+    ),
     "alice.netdev": lambda: render.netdev(ALICE),
     "alice.network": lambda: render.network(ALICE),
     "alice.daemon.json": lambda: render.daemon_json(ALICE, Config()),

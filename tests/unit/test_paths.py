@@ -29,8 +29,8 @@ def known() -> set[str]:
              f"{paths.CONFIG_DROPINS}/*.toml", paths.PAM_ENV_CONF, paths.STATE_DIR,
              paths.REGISTRY, paths.TENANTS_DIR, paths.RUN_DIR, paths.DOCKER_HOST_USERS,
              paths.STAMPS_DIR, paths.LOCKS_DIR, paths.RUN_TENANTS_DIR, paths.HOOK,
-             paths.socket_path("{}"), paths.stamp_path("{}"), str(t.state_dir), str(t.run_dir),
-             str(t.daemon_json), str(t.disk_image),
+             paths.socket_path("{}"), paths.stamp_path("{}"), paths.notice_path("{}"),
+             str(t.state_dir), str(t.run_dir), str(t.daemon_json), str(t.disk_image),
              *(str(p) for p in t.subid_files.values())}  # fmt: skip
     found |= {f"{paths.REGISTRY}-wal", f"{paths.REGISTRY}-shm"}  # SQLite's own
     return found | {f"{paths.LIBEXEC_DIR}/{program}" for program in LIBEXEC}

@@ -1,0 +1,150 @@
+"""Operations for real: the reaper racing a user, users told why their daemon stopped,
+`runuser -l`, metrics for monitoring, and a broken configuration that stops nothing
+silently. Over SSH and as the users themselves, in a lab."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests import testimage
+from tests.lab import host
+from tests.sandbox.conftest import load_image
+
+IMAGE = testimage.IMAGE
+DROPIN = "/etc/dtenant/dtenant.toml.d/50-test-operations.toml"
+
+
+def _state(lab: host.Lab, unit: str) -> str:
+    return lab.run(["systemctl", "is-active", unit], check=False).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def racer(lab: host.Lab) -> str:
+    lab.add_account("racer")
+    load_image(lab, "racer")
+    return "racer"
+
+
+@pytest.fixture
+def short_idle(lab: host.Lab) -> Iterator[None]:
+    lab.run(["mkdir", "-p", "/etc/dtenant/dtenant.toml.d"])
+    lab.run(["tee", DROPIN], input="[reap]\nidle_timeout = 1\n")
+    yield
+    lab.run(["rm", "-f", DROPIN])
+
+
+def as_user_without_session(user: str, script: str) -> list[str]:
+    """`script` run as user with DOCKER_HOST and no login session (a cron job, a CI
+    runner): no logind session keeps the reaper away, so it really races the commands."""
+    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--",
+            "/usr/bin/env", "-i", f"HOME=/home/{user}", "PATH=/usr/bin:/bin",
+            f"DOCKER_HOST=unix:///run/docker-{user}.sock", "/bin/bash", "-c", script]  # fmt: skip
+
+
+RACE_SECONDS = 60
+
+
+def test_a_reap_loop_never_fails_a_users_commands(
+    lab: host.Lab, racer: str, short_idle: None
+) -> None:
+    """For a minute, `dtenant reap racer` in a loop against racer's own loop of `docker run
+    --rm`, with pauses of 0 to 2.5 s between commands: the daemon is stopped many times
+    (pauses longer than idle_timeout), and commands start at every moment around a stop.
+    Not one may fail."""
+    reaps = (f"end=$((SECONDS+{RACE_SECONDS})); while [ $SECONDS -lt $end ]; do "
+             f"dtenant reap {racer} --json | tr -d '\\n'; echo; "
+             f"done > /tmp/reaps.json 2>&1")  # fmt: skip
+    commands = (f"ok=0; failed=0; end=$((SECONDS+{RACE_SECONDS})); "
+                f"while [ $SECONDS -lt $end ]; do "
+                f"if docker run --rm {IMAGE} true >/dev/null 2>>/tmp/race-errors; "
+                f"then ok=$((ok+1)); else failed=$((failed+1)); fi; "
+                f"r=$((RANDOM % 250)); sleep $((r / 100)).$((r / 10 % 10))$((r % 10)); done; "
+                f"echo $ok $failed")  # fmt: skip
+    lab.run(["rm", "-f", "/tmp/race-errors", "/tmp/reaps.json"])
+    user_loop = shlex.join(as_user_without_session(racer, commands))
+    result = lab.run(["bash", "-c", f"({reaps}) & {user_loop}; wait"], timeout=RACE_SECONDS + 120)
+    ok, failed = (int(n) for n in result.stdout.split()[-2:])
+    errors = lab.run(["cat", "/tmp/race-errors"], check=False).stdout
+    passes = lab.run(["cat", "/tmp/reaps.json"]).stdout.splitlines()
+    decisions = [json.loads(line)[0] for line in passes if line.startswith("[")]
+    stops = sum(1 for d in decisions if d["action"] == "stop" and d["done"])
+    assert failed == 0, f"{failed} of {ok + failed} commands failed ({stops} stops):\n{errors}"
+    assert ok >= 10, result.stdout
+    assert stops >= 3, f"the reaper never raced the user ({len(decisions)} passes)"
+
+
+def _wake(lab: host.Lab, user: str, script: str = "docker ps -q") -> str:
+    return lab.run(as_user_without_session(user, script)).stdout
+
+
+def test_runuser_login_shells_get_docker_host(lab: host.Lab, racer: str) -> None:
+    """Debian's runuser stacks include no common-session: DOCKER_HOST comes from
+    /etc/profile.d for a user with a daemon of their own."""
+    shell = lab.run(["runuser", "-l", racer, "-c", "echo $DOCKER_HOST; docker ps -q"],
+                    check=False)  # fmt: skip
+    assert shell.returncode == 0, shell.stderr
+    assert shell.stdout.splitlines()[0] == f"unix:///run/docker-{racer}.sock"
+    assert lab.run(["runuser", "-l", "root", "-c", "echo ${DOCKER_HOST-unset}"]
+                   ).stdout.strip() == "unset"  # fmt: skip
+
+
+def test_a_user_learns_why_the_reaper_stopped_their_containers(lab: host.Lab, racer: str) -> None:
+    lab.run(["mkdir", "-p", "/etc/dtenant/dtenant.toml.d"])
+    lab.run(["tee", DROPIN], input="[reap]\nidle_timeout = 1\nstop_running_after = 1\n")
+    try:
+        _wake(lab, racer, f"docker rm -f sleeper >/dev/null 2>&1; docker run -d --name sleeper "
+              f"{IMAGE} sleep 600")  # fmt: skip
+        time.sleep(1.5)
+        (decision,) = json.loads(lab.run(["dtenant", "reap", racer, "--json"]).stdout)
+        assert (decision["action"], decision["done"]) == ("stop-containers", True), decision
+        first = lab.ssh(racer, "bash -lc true")  # a login shell
+        assert "your Docker daemon was stopped at" in first.stderr, first.stderr
+        assert "stop_running_after" in first.stderr
+        assert "was stopped" not in lab.ssh(racer, "bash -lc true").stderr  # told once
+    finally:
+        lab.run(["rm", "-f", DROPIN])
+        _wake(lab, racer, "docker rm -f sleeper >/dev/null")
+
+
+def test_a_reaper_pass_writes_metrics_for_node_exporter(lab: host.Lab, racer: str) -> None:
+    prom = "/var/lib/prometheus/node-exporter/dtenant.prom"
+    lab.run(["mkdir", "-p", "/var/lib/prometheus/node-exporter"])
+    try:
+        _wake(lab, racer)
+        lab.run(["systemctl", "start", "dtenant-reap.service"], timeout=300)
+        text = lab.run(["cat", prom]).stdout
+        assert f'dtenant_tenant_state{{user="{racer}",state="running"}} 1' in text, text
+        assert f'dtenant_tenant_daemon_up{{user="{racer}"}} 1' in text
+        assert "dtenant_config_broken 0" in text
+        assert lab.run(["stat", "-c", "%a", prom]).stdout.strip() == "644"
+    finally:
+        lab.run(["rm", "-rf", "/var/lib/prometheus"])
+
+
+def test_a_broken_dropin_is_named_and_the_reaper_goes_on(lab: host.Lab, racer: str) -> None:
+    """The timer's pass names the file and key, fails visibly, and still stops an idle
+    daemon with the last good settings (idle_timeout 1 s, from the last good pass)."""
+    broken = "/etc/dtenant/dtenant.toml.d/60-broken.toml"
+    lab.run(["mkdir", "-p", "/etc/dtenant/dtenant.toml.d"])
+    lab.run(["tee", DROPIN], input="[reap]\nidle_timeout = 1\n")
+    try:
+        lab.run(["dtenant", "reap", "--dry-run"])  # a good pass: its settings are kept
+        lab.run(["tee", broken], input='[reap]\nidle_timeout = "soon"\n')
+        _wake(lab, racer)
+        time.sleep(1.5)
+        assert _state(lab, f"docker@{racer}.service") == "active"
+        lab.run(["systemctl", "start", "dtenant-reap.service"], timeout=300, check=False)
+        assert _state(lab, f"docker@{racer}.service") == "inactive"
+        runs = lab.run(["journalctl", "-u", "dtenant-reap.service", "-n", "30", "-o", "cat"]).stdout
+        assert f"{broken}: reap.idle_timeout" in runs, runs
+        assert _state(lab, "dtenant-reap.service") == "failed"  # visible in systemctl --failed
+        said = lab.run(["dtenant", "config"], check=False)
+        assert said.returncode == 1 and f"{broken}: reap.idle_timeout" in said.stderr
+    finally:
+        lab.run(["rm", "-f", DROPIN, broken])
+        lab.run(["systemctl", "reset-failed", "dtenant-reap.service"], check=False)
