@@ -87,7 +87,10 @@ def _change(change: Callable[[set[str]], set[str]]) -> None:
 
 
 def _write(names: set[str]) -> None:
-    files.write_if_changed(Path(paths.DOCKER_HOST_USERS), render.pam_user_list(names), MODE)
+    try:
+        files.write_if_changed(Path(paths.DOCKER_HOST_USERS), render.pam_user_list(names), MODE)
+    except OSError as exc:
+        raise DtenantError(f"{paths.DOCKER_HOST_USERS} cannot be written: {exc.strerror}") from None
 
 
 @contextlib.contextmanager

@@ -134,7 +134,6 @@ def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = Fa
     account = tenant.lookup(user)
     tenant.check_eligible(account, config.eligibility)
     tenant.check_enabled(user)
-    dockerhost.add(user)  # its logins get DOCKER_HOST (pam_listfile reads the list)
     with tenant_lock(user, timeout):
         with Registry() as registry:
             allocation = registry.get(user)
@@ -150,6 +149,7 @@ def ensure(user: str, config: Config, *, timeout: float = 30.0, force: bool = Fa
         if renamed is not None:
             outcome.steps.append(f"renamed from {renamed.user}: data moved, same uid and home")
         _converge(allocation, account, everyone, config, outcome)
+        dockerhost.add(user)  # its logins get DOCKER_HOST (pam_listfile reads the list)
         stamp.write(user)
     outcome.seconds = time.monotonic() - started
     return outcome
