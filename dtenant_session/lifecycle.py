@@ -338,7 +338,8 @@ def remove(user: str, config: Config, *, purge: bool) -> list[str]:
         steps.append(_purge(t))
     else:
         # Kept on purpose: `dtenant verify` does not count it as a lost tenant.
-        desired.removed_mark(t.state_dir).write_text(f"removed by `dtenant remove {user}`\n")
+        files.replace(desired.removed_mark(t.state_dir), f"removed by `dtenant remove {user}`\n",
+                      files.PRIVATE)  # fmt: skip
         steps.append(f"kept {t.state_dir} (`dtenant provision {user}` would use it again)")
     if disabled.reason(user) is None:
         steps.append(f"{user}'s next login provisions a tenant again; `dtenant disable "
