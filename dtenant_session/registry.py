@@ -6,6 +6,7 @@ two tenants never get the same slot or subnet, and a re-login returns what was s
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
 import os
@@ -191,13 +192,20 @@ class Registry:
             raise RegistryError(self._explain(exc)) from None
         try:
             yield self._db
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise RegistryError(self._explain(exc)) from None
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         try:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise RegistryError(self._explain(exc)) from None
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # a file that cannot be written, say
+            self._db.execute("ROLLBACK")
 
     def _rows(self, query: str, args: Iterable[object] = ()) -> list[Allocation]:
         try:

@@ -51,8 +51,8 @@ def _version(lab: host.Lab) -> str:
 def _allocation(lab: host.Lab, user: str) -> dict[str, object]:
     rows = json.loads(lab.run(["dtenant", "status", user, "--json"]).stdout)
     assert isinstance(rows[0], dict)
-    changing = ("socket_state", "daemon_state", "idle_seconds")
-    return {k: v for k, v in rows[0].items() if k not in changing}
+    kept = ("user", "uid", "slot", "bridge", "subnet", "networks", "socket")  # the allocation
+    return {k: v for k, v in rows[0].items() if k in kept}
 
 
 def _development_tools(paths: list[str]) -> list[str]:
