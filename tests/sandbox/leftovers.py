@@ -21,7 +21,7 @@ from tests.lab import boot, host
 from tests.lab.paths import LabPaths
 
 # The namespaces a lab unshares (tests/lab/boot.py: launch).
-NAMESPACE_KINDS = ("mnt", "pid", "net", "uts", "ipc", "cgroup")
+NAMESPACE_KINDS = host.NAMESPACES
 # Global kernel settings a careless container host would change.
 SYSCTLS = (
     "kernel/hostname", "kernel/domainname", "kernel/core_pattern", "kernel/core_uses_pid",

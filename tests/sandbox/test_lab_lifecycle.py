@@ -62,11 +62,34 @@ def test_down_leaves_nothing_behind(clean_machine: leftovers.Snapshot) -> None:
     lab.run(["systemd-run", "--unit=lingering", "/bin/sleep", "1000"])
     lab.run(["touch", *leftovers.MARKERS])
     footprint = leftovers.footprint(lab)
+    assert len(footprint.namespaces) == len(leftovers.NAMESPACE_KINDS)  # none the host's
     assert "leak0" in footprint.links
     assert leftovers.outside_its_cgroups(footprint) == []
     assert _lab("down", NAME).returncode == 0
     assert not LabPaths(NAME).state.exists()
     assert _left_behind(footprint, clean_machine) == {}
+
+
+@pytest.mark.parametrize("kind", ["uts", "ipc", "cgroup"])
+def test_down_kills_what_entered_any_of_its_namespaces(
+    clean_machine: leftovers.Snapshot, kind: str
+) -> None:
+    """A process that joined only one of the lab's namespaces (nsenter from the host) is
+    neither in its cgroups nor in its pid, mount or network namespace; it is the lab's."""
+    lab = host.up(NAME)
+    footprint = leftovers.footprint(lab)
+    nsenter = [command.which("nsenter"), "-t", str(lab.pid), f"--{kind}", "sleep", "600"]
+    joined = subprocess.Popen(nsenter, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{joined.pid}/comm").read_text().strip() != "sleep":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert _lab("down", NAME).returncode == 0
+        assert _left_behind(footprint, clean_machine) == {}
+    finally:
+        joined.kill()
+        joined.wait()
 
 
 def test_crashed_lab_is_cleaned_by_next_down(clean_machine: leftovers.Snapshot) -> None:
