@@ -55,15 +55,15 @@ class Footprint:
 
 
 def footprint(lab: host.Lab) -> Footprint:
+    # One the host shares with the lab (a bug a test checks) would make every process
+    # on the machine look like the lab's.
     mine = {_namespace(os.getpid(), kind) for kind in NAMESPACE_KINDS}
-    namespaces = {_namespace(lab.pid, kind) for kind in NAMESPACE_KINDS} - mine - {None}
-    links = lab.run(["ls", "/sys/class/net"]).stdout.split()
-    binds = json.loads(lab.paths.binds.read_text())
+    namespaces = {_namespace(lab.pid, kind) for kind in NAMESPACE_KINDS} - mine
     return Footprint(
         name=lab.name,
         namespaces=frozenset(n for n in namespaces if n),
-        links=frozenset(links),
-        binds=tuple(binds),
+        links=frozenset(lab.run(["ls", "/sys/class/net"]).stdout.split()),
+        binds=tuple(json.loads(lab.paths.binds.read_text())),
     )
 
 
@@ -99,7 +99,8 @@ def take() -> Snapshot:
 
 
 def left_behind(lab: Footprint, before: Snapshot, after: Snapshot) -> dict[str, list[str]]:
-    """What of `lab` is on the host in `after` (taken once the lab is down), by kind."""
+    """What of `lab` is on the host, by kind: its processes, state dir and cgroups now,
+    the rest by comparing `before` with `after` (taken once the lab is down)."""
     paths = LabPaths(lab.name)
     report = {
         "processes": _processes(lab, paths),
