@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from dtenant_session import mountinfo
 from tests.lab import boot, host
-from tests.lab.paths import LabPaths
+from tests.lab.paths import CGROUP_PREFIX, LabPaths
 
 # The namespaces a lab unshares (tests/lab/boot.py: launch).
 NAMESPACE_KINDS = host.NAMESPACES
@@ -78,6 +79,7 @@ def _namespace(pid: int, kind: str) -> str | None:
 class Snapshot:
     """The host where a lab could change it, whoever else is at work on the machine."""
 
+    taken_at: int  # clock ticks since boot, as /proc/PID/stat counts a process's start
     mounts: frozenset[tuple[str, str, str]]
     links: frozenset[str]
     devices: frozenset[tuple[str, int, int, int, int]]
@@ -89,6 +91,7 @@ class Snapshot:
 def take() -> Snapshot:
     """The host now, where a lab could change it."""
     return Snapshot(
+        taken_at=int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK")),
         mounts=frozenset((m.mount_point, m.fstype, m.source) for m in mountinfo.read()),
         links=frozenset(os.listdir("/sys/class/net")),
         devices=_devices(),
@@ -103,7 +106,7 @@ def left_behind(lab: Footprint, before: Snapshot, after: Snapshot) -> dict[str, 
     the rest by comparing `before` with `after` (taken once the lab is down)."""
     paths = LabPaths(lab.name)
     report = {
-        "processes": _processes(lab, paths),
+        "processes": _processes(lab, paths, after.taken_at),
         "state": [str(paths.state)] if os.path.lexists(paths.state) else [],
         "cgroups": _cgroups_of(paths),
         "mounts": _new_mounts(lab, paths, before, after),
@@ -120,6 +123,7 @@ def left_behind(lab: Footprint, before: Snapshot, after: Snapshot) -> dict[str, 
 class Process:
     pid: int
     argv: str
+    started: int  # clock ticks since boot
     namespaces: frozenset[str]
     cgroups: tuple[str, ...]  # its cgroup's path in each hierarchy
 
@@ -128,6 +132,11 @@ class Process:
 
     def in_cgroup(self, name: str) -> bool:
         return any(name in path.split("/") for path in self.cgroups)
+
+    def in_other_lab(self, own: str) -> bool:
+        """In the cgroup of a lab other than the one whose cgroup is `own`."""
+        return any(part.startswith(CGROUP_PREFIX) and part != own
+                   for path in self.cgroups for part in path.split("/"))  # fmt: skip
 
 
 def _live_processes() -> list[Process]:
@@ -138,28 +147,36 @@ def _live_processes() -> list[Process]:
             continue
         pid = int(entry)
         try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             cgroups = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if state == "Z":
+        if stat[0] == "Z":
             continue
         spaces = {_namespace(pid, kind) for kind in NAMESPACE_KINDS}
         found.append(Process(
             pid=pid,
             argv=cmdline.replace(b"\0", b" ").decode(errors="replace").strip(),
+            started=int(stat[19]),
             namespaces=frozenset(n for n in spaces if n),
             cgroups=tuple(line.split(":", 2)[-1] for line in cgroups),
         ))  # fmt: skip
     return found
 
 
-def _processes(lab: Footprint, paths: LabPaths) -> list[str]:
-    """Live processes in the lab's namespaces or in its cgroups."""
+def _processes(lab: Footprint, paths: LabPaths, gone_by: int) -> list[str]:
+    """Live processes in the lab's cgroups or namespaces. The kernel reuses a freed
+    namespace's number at once, so a namespace of the lab's number counts only for a
+    process started before `gone_by` (when the lab was down: its namespaces had no
+    process left to start one) and in no other lab's cgroup (where another lab's systemd
+    gives a service a new namespace)."""
     return sorted(
         str(p) for p in _live_processes()
-        if p.namespaces & lab.namespaces or p.in_cgroup(paths.cgroup_name)
+        if p.in_cgroup(paths.cgroup_name) or (
+            p.namespaces & lab.namespaces and p.started < gone_by
+            and not p.in_other_lab(paths.cgroup_name)
+        )
     )  # fmt: skip
 
 
