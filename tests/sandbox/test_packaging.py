@@ -51,7 +51,8 @@ def _version(lab: host.Lab) -> str:
 def _allocation(lab: host.Lab, user: str) -> dict[str, object]:
     rows = json.loads(lab.run(["dtenant", "status", user, "--json"]).stdout)
     assert isinstance(rows[0], dict)
-    changing = ("socket_state", "daemon_state", "idle_seconds")
+    changing = ("socket_state", "daemon_state", "idle_seconds", "running_containers",
+                "memory_bytes", "cpu_seconds", "data_root_bytes", "data_root_note")  # fmt: skip
     return {k: v for k, v in rows[0].items() if k not in changing}
 
 
