@@ -23,7 +23,7 @@ import socket
 import sqlite3
 from collections.abc import Callable, Iterable
 
-from dtenant_session import command, mountinfo, paths
+from dtenant_session import command, dbread, mountinfo, paths
 
 SYSFS_CGROUP = "/sys/fs/cgroup"  # nft looks cgroupv2 paths up below this directory
 TOP_SLICE = "dtenant.slice"
@@ -84,7 +84,7 @@ def refused_from_here() -> bool:
 def tenant_ranges(user: str) -> tuple[str, str]:
     """The tenant's bridge subnet and network pool, from the registry (read-only)."""
     try:
-        db = sqlite3.connect(f"file:{paths.REGISTRY}?mode=ro", uri=True, timeout=5)
+        db = dbread.connect(paths.REGISTRY)  # a full disk too
         try:
             row = db.execute(
                 "SELECT bridge_subnet, networks_pool FROM tenants WHERE user = ?", (user,)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,7 @@ def main() -> int:
                 host.down(args.name)  # first: printing may fail (a closed pipe)
                 say("the lab is torn down: nothing of it is left on this machine")
             else:
-                lab_tool = f"cd {CHECKOUT} && python3 -m tests.lab"
+                lab_tool = f"cd {shlex.quote(str(CHECKOUT))} && python3 -m tests.lab"
                 show(f"lab kept: `{lab_tool} shell {args.name}`, `{lab_tool} down {args.name}`")
     except DtenantError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)

@@ -169,11 +169,6 @@ def boot_plan(
             MakeDirs(f"{root}/{relative}", 0o711),
             Bind(str(paths.data_dir(relative)), f"{root}/{relative}"),
         ]
-    # Live views of host directories: the overlay's lower layer must not change under it,
-    # so a checkout edited while the lab runs is bound in rather than seen through it.
-    for directory in binds:
-        steps += [MakeDirs(f"{root}{directory}"),
-                  Bind(directory, f"{root}{directory}", readonly=True)]  # fmt: skip
     steps += _proc_steps(root)
     steps += _sys_steps(root, cgroups)
     steps += _dev_steps(root)
@@ -186,6 +181,12 @@ def boot_plan(
         MakeDirs(f"{root}{VISIBLE_PROC}", 0o700),
         Mount("proc", "proc", f"{root}{VISIBLE_PROC}", "nosuid,nodev,noexec"),
     ]
+    # Live views of host directories: the overlay's lower layer must not change under it,
+    # so a checkout edited while the lab runs is bound in rather than seen through it.
+    # Last, so that the lab's own /tmp and /run do not hide a checkout below them.
+    for directory in binds:
+        steps += [MakeDirs(f"{root}{directory}"),
+                  Bind(directory, f"{root}{directory}", readonly=True)]  # fmt: skip
     steps += _config_steps(root, hostname)
     return steps
 

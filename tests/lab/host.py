@@ -27,7 +27,8 @@ from tests.lab.paths import LAB_ROOT, LabPaths, check_name
 
 BOOT_TIMEOUT = 120.0
 SHUTDOWN_TIMEOUT = 120.0  # a clean shutdown: every unit's stop, as on a host
-NAMESPACES = ("mnt", "pid", "net")
+# Every namespace a lab unshares: `down` kills whatever is in any of them.
+NAMESPACES = ("mnt", "pid", "net", "uts", "ipc", "cgroup")
 KEY_DIR = "/root/.ssh/dtenant-lab"  # inside the lab
 LAB_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from dtenant_session.errors import DtenantError
 
 LAB_ROOT = Path("/var/lib/dtenant-lab")
+CGROUP_PREFIX = "dtenant-lab-"  # a lab's cgroup in each hierarchy: the prefix and its name
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 
 # Real (ext4) directories bound into the lab: overlay2 and userns-remap cannot live on the
@@ -66,7 +67,7 @@ class LabPaths:
 
     @property
     def cgroup_name(self) -> str:
-        return f"dtenant-lab-{self.name}"
+        return f"{CGROUP_PREFIX}{self.name}"
 
     def data_dir(self, relative: str) -> Path:
         return self.data / relative.replace("/", "_")

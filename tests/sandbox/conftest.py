@@ -66,6 +66,25 @@ def lab() -> Iterator[host.Lab]:
             host.down(LAB_NAME)
 
 
+# Inside a lab: copies of the checkout's files that test users run. The checkout itself
+# may be where they cannot read it (below root's 0700 home, or cloned with umask 077).
+USER_TOOLS = "/usr/local/lib/dtenant-tests"
+RAWAPI = f"{USER_TOOLS}/rawapi.py"
+
+
+def for_users(lab: host.Lab, source: Path) -> str:
+    """A copy of `source` in the lab that every user can read; its path there."""
+    target = f"{USER_TOOLS}/{source.name}"
+    lab.run(["install", "-D", "-m", "644", "/dev/stdin", target], input=source.read_bytes())
+    return target
+
+
+@pytest.fixture(scope="session")
+def rawapi(lab: host.Lab) -> str:
+    """tests/sandbox/rawapi.py where a tenant can run it (RAWAPI)."""
+    return for_users(lab, CHECKOUT / "tests" / "sandbox" / "rawapi.py")
+
+
 def load_image(lab: host.Lab, user: str) -> None:
     """Import the busybox test image into `user`'s own daemon, over SSH."""
     lab.ssh(user, shlex.join(testimage.import_argv()), input=testimage.build())

@@ -65,7 +65,8 @@ def full_disk(lab: host.Lab) -> Iterator[None]:
         # file of the small one: lazily unmounted if it is busy.
         lab.sh(f"umount /var/lib/dtenant || umount -l /var/lib/dtenant; "
                f"umount {FULL} || umount -l {FULL}", check=False)  # fmt: skip
-        assert lab.run(["mountpoint", "-q", "/var/lib/dtenant"], check=False).returncode != 0
+        mounts = lab.run(["findmnt", "-n", "-o", "SOURCE", "/var/lib/dtenant"], check=False)
+        assert FULL not in mounts.stdout and "tmpfs" not in mounts.stdout, mounts.stdout
 
 
 def test_a_stopped_daemon_starts_on_a_full_disk(lab: host.Lab, full_disk: None) -> None:

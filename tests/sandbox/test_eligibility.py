@@ -127,7 +127,9 @@ def test_a_rule_change_applies_at_the_next_login_even_before_setup(
     assert over_ssh(lab, user) == _own(user)
 
 
-@pytest.mark.parametrize("name", ["default", "4242", "success", "ignore"])
+@pytest.mark.parametrize(
+    "name", ["requisite", "4242", "success", "ignore"]
+)  # `default`: test_names
 def test_names_like_numbers_or_pam_words_are_only_names(lab: host.Lab, name: str) -> None:
     lab.add_account(name)
     log = PamLog(lab)

@@ -7,21 +7,20 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests import testimage
 from tests.lab import host
+from tests.sandbox.conftest import RAWAPI
 
 IMAGE = testimage.IMAGE
-RAWAPI = Path(__file__).with_name("rawapi.py")
 DENIED = "authorization denied by plugin dtenant-alice: dtenant:"
 CAP_DROPIN = "/etc/dtenant/dtenant.toml.d/60-test-cap.toml"
 
 
 @pytest.fixture(scope="module")
-def alice(lab: host.Lab, tenants: tuple[str, ...]) -> str:
+def alice(lab: host.Lab, tenants: tuple[str, ...], rawapi: str) -> str:
     return "alice"
 
 

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests import testimage
 from tests.lab import host
-from tests.sandbox.conftest import container_root, load_image
+from tests.sandbox.conftest import RAWAPI, container_root, load_image
 
 IMAGE = testimage.IMAGE
-RAWAPI = Path(__file__).with_name("rawapi.py")
 DENIED = "authorization denied by plugin dtenant-alice: dtenant:"
 
 
@@ -113,7 +111,7 @@ def test_a_build_with_the_host_network_is_denied(lab: host.Lab, alice: str) -> N
         ("lowercase-bind", ["bind mount of /"]),
     ],
 )
-def test_raw_api_tricks_are_denied(lab: host.Lab, alice: str, case: str,
+def test_raw_api_tricks_are_denied(lab: host.Lab, alice: str, rawapi: str, case: str,
                                    words: list[str]) -> None:  # fmt: skip
     reply = lab.ssh("alice", f"python3 {RAWAPI} {case}").stdout
     status, _, body = reply.partition("\n")

@@ -87,3 +87,14 @@ def test_good_lab_names(name: str) -> None:
 def test_bad_lab_names_are_refused(name: str) -> None:
     with pytest.raises(LabNameError, match="invalid lab name"):
         check_name(name)
+
+
+@pytest.mark.parametrize("checkout", ["/tmp/dt any/dtenant", "/run/dt/x", "/root/dtany", "/srv/a"])
+def test_a_bound_checkout_is_not_hidden_by_a_later_mount(checkout: str) -> None:
+    """The lab's /tmp and /run are fresh tmpfs mounts: a checkout bound below them before
+    they are mounted would be hidden inside ("install.sh: No such file or directory")."""
+    plan = boot.boot_plan(PATHS, HYBRID, "lab-demo", (checkout,))
+    target = f"{ROOT}{checkout}"
+    bind = plan.index(boot.Bind(checkout, target, readonly=True))
+    later = [s.target for s in plan[bind + 1 :] if isinstance(s, boot.Mount | boot.Bind)]
+    assert [t for t in later if target == t or target.startswith(t + "/")] == []
