@@ -210,6 +210,8 @@ def _registry_rebuild(_args: argparse.Namespace) -> int:
     if recovery.moved_aside:
         print(f"the broken registry was moved to {recovery.moved_aside}")
     print(f"recovered {len(recovery.recovered)} tenants: {', '.join(recovery.recovered)}")
+    if recovery.kept:
+        print(f"not tenants (data kept by `dtenant remove`): {', '.join(recovery.kept)}")
     for problem in recovery.problems:
         print(f"not recovered: {problem}")
     return 1 if recovery.problems else 0

@@ -23,6 +23,7 @@ from dtenant_session.registry import Allocation, Registry, RegistryError
 class Recovery:
     moved_aside: str = ""
     recovered: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # data of removed tenants, left as it is
     problems: list[str] = field(default_factory=list)
 
 
@@ -68,6 +69,9 @@ def rebuild() -> Recovery:
     with Registry(registry) as fresh:
         users = sorted(os.listdir(paths.TENANTS_DIR)) if os.path.isdir(paths.TENANTS_DIR) else []
         for user in users:
+            if desired.removed_mark(Path(paths.TENANTS_DIR) / user).exists():
+                recovery.kept.append(user)  # `dtenant remove` kept its data: not a tenant
+                continue
             try:
                 fresh.insert(from_disk(user))
                 recovery.recovered.append(user)

@@ -131,6 +131,13 @@ def test_registry_locked_longer_than_the_time_limit(lab: host.Lab) -> None:
 
 
 def test_corrupt_registry_is_detected_and_rebuilt(lab: host.Lab, tenants: tuple[str, ...]) -> None:
+    # A removed tenant whose data stays, and whose slot the next tenant is given: its
+    # files on disk must not take the slot back in a rebuild.
+    gone = new_user(lab, "keptdata")
+    login(lab, gone)
+    lab.run(["dtenant", "remove", gone], timeout=180)
+    reuser = new_user(lab, "reuser")
+    login(lab, reuser)
     before = {r["user"]: (r["slot"], r["subnet"])
               for r in json.loads(lab.run(["dtenant", "status", "--json"]).stdout)}  # fmt: skip
     user = new_user(lab)
@@ -149,6 +156,8 @@ def test_corrupt_registry_is_detected_and_rebuilt(lab: host.Lab, tenants: tuple[
     assert "Traceback" not in status.stderr
     rebuilt = lab.run(["dtenant", "registry", "rebuild"], check=False)
     assert "moved to /var/lib/dtenant/registry.sqlite3.broken-" in rebuilt.stdout
+    kept = [line for line in rebuilt.stdout.splitlines() if "data kept by `dtenant remove`" in line]
+    assert kept and gone in kept[0].split(": ", 1)[1].split(", "), rebuilt.stdout
     after = {r["user"]: (r["slot"], r["subnet"])
              for r in json.loads(lab.run(["dtenant", "status", "--json"]).stdout)}  # fmt: skip
     assert {u: v for u, v in after.items() if u in before} == before
