@@ -2,9 +2,12 @@
 if user="$(id -un 2>/dev/null)"; then
     # DOCKER_HOST where the login's PAM stack has no session line of dtenant's: Debian's
     # runuser and runuser-l stacks include no common-session, so `runuser -l USER` gets
-    # nothing from pam_env. A socket of the user's own means a daemon of their own there.
-    # Whatever the login set stays as it is.
-    if [ -z "${DOCKER_HOST-}" ] && [ -z "${DOCKER_CONTEXT-}" ] &&
+    # nothing from pam_env. Under runuser only: every other way in has dtenant's PAM
+    # lines, whose verdict (eligibility, the list) stands. A socket of the user's own
+    # means a daemon of their own there. Whatever the login set stays as it is.
+    parent=""
+    { read -r parent < "/proc/$PPID/comm"; } 2>/dev/null
+    if [ "$parent" = runuser ] && [ -z "${DOCKER_HOST-}" ] && [ -z "${DOCKER_CONTEXT-}" ] &&
         [ -S "/run/docker-$user.sock" ] && [ -O "/run/docker-$user.sock" ]; then
         DOCKER_HOST="unix:///run/docker-$user.sock"
         export DOCKER_HOST
@@ -19,4 +22,4 @@ if user="$(id -un 2>/dev/null)"; then
         fi
     fi
 fi
-unset user
+unset user parent
