@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from tests import testimage
@@ -14,10 +15,18 @@ BRIDGE_NETWORK = (
 )
 
 
+# Units the tests make fail on purpose, in the session's lab: tenants' daemons, their
+# containers' scopes, mounts of a capped tenant's disk the lab cannot make.
+TENANTS_UNITS = re.compile(r"^(docker@|dtenant-|docker-[0-9a-f]{64}\.scope|var-lib-dtenant-)")
+
+
 def test_systemd_reports_running(lab: host.Lab) -> None:
+    """The host the lab makes runs: none of its own units failed."""
+    failed = lab.run(["systemctl", "--failed", "--no-legend", "--plain"]).stdout.splitlines()
+    hosts = [line for line in failed if line.split() and not TENANTS_UNITS.match(line.split()[0])]
+    assert hosts == [], failed
     state = lab.run(["systemctl", "is-system-running"], check=False).stdout.strip()
-    failed = lab.run(["systemctl", "--failed", "--no-legend", "--plain"]).stdout
-    assert state == "running", failed
+    assert state == "running" or (state == "degraded" and failed), state
 
 
 def test_core_services_are_active(lab: host.Lab) -> None:

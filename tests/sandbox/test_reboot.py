@@ -30,7 +30,7 @@ HELLO = "hello from dtenant"
 # alice's containers: name -> restart policy; each runs until stopped.
 RESTARTING = {"web": "always", "db": "unless-stopped", "job": "on-failure"}
 NOT_RESTARTING = {"plain": "no", "done": "on-failure"}  # `done` exits 0: finished
-IDLE = ("bob", "carol")  # carol's only container is unless-stopped but stopped by her
+IDLE = ("bob", "rbcarol")  # rbcarol's only container is unless-stopped but stopped by her
 BOOT_LIMIT = 30.0  # seconds from userspace to multi-user.target: no 2-minute wait
 
 
@@ -74,8 +74,8 @@ class AfterBoot:
 
 @pytest.fixture(scope="module")
 def after_boot(lab: host.Lab, tenants: tuple[str, ...]) -> Iterator[AfterBoot]:
-    lab.add_account("carol")
-    load_image(lab, "carol")
+    lab.add_account("rbcarol")
+    load_image(lab, "rbcarol")
     lab.ssh("alice", "docker volume create avol >/dev/null")
     for name, policy in RESTARTING.items():
         _run(lab, "alice", name, f"--restart={policy} -v avol:/data")
@@ -83,8 +83,8 @@ def after_boot(lab: host.Lab, tenants: tuple[str, ...]) -> Iterator[AfterBoot]:
     _run(lab, "alice", "web", "--restart=always -p 8080:80", "httpd -f -p 80 -h /var/www")
     _run(lab, "alice", "plain", "")
     _run(lab, "alice", "done", "--restart=on-failure", "true")
-    _run(lab, "carol", "stopped", "--restart=unless-stopped")
-    lab.ssh("carol", "docker stop -t 1 stopped >/dev/null")
+    _run(lab, "rbcarol", "stopped", "--restart=unless-stopped")
+    lab.ssh("rbcarol", "docker stop -t 1 stopped >/dev/null")
     # The system daemon beside, with a published port, as before dtenant came.
     lab.sh(f"docker rm -f sysweb >/dev/null 2>&1; docker run -d --restart=always --name sysweb"
            f" -p 8090:80 {IMAGE} httpd -f -p 80 -h /var/www >/dev/null")  # fmt: skip
@@ -113,7 +113,7 @@ def after_boot(lab: host.Lab, tenants: tuple[str, ...]) -> Iterator[AfterBoot]:
     make_outside(lab)
     yield seen
     lab.ssh("alice", "docker rm -f web db job plain done; docker volume rm avol", check=False)
-    lab.ssh("carol", "docker rm -f stopped", check=False)
+    lab.ssh("rbcarol", "docker rm -f stopped", check=False)
     lab.sh("docker rm -f sysweb; rm -f /etc/dtenant-reboot-mark", check=False)
 
 
@@ -192,7 +192,7 @@ def test_every_login_finds_all_images_containers_and_volumes(
         images = lab.ssh(user, "docker images --format '{{.Repository}}:{{.Tag}}'").stdout
         assert IMAGE in images.split(), (user, images)
         assert lab.ssh(user, f"docker run --rm {IMAGE} echo ok").stdout.strip() == "ok"
-    assert lab.ssh("carol", "docker ps -a --format '{{.Names}}'").stdout.split() == ["stopped"]
+    assert lab.ssh("rbcarol", "docker ps -a --format '{{.Names}}'").stdout.split() == ["stopped"]
 
 
 # --- The system docker.service beside ---------------------------------------------------
@@ -267,9 +267,9 @@ def test_a_dpkg_trigger_moves_them(lab: host.Lab, after_boot: AfterBoot) -> None
     installed = lab.run(["dpkg-query", "-W", "-f", "${Status}", "dtenant"], check=False)
     if "installed" not in installed.stdout:
         pytest.skip("dtenant installed by install.sh: no dpkg trigger")
-    lab.ssh("carol", "docker ps -q")
+    lab.ssh("rbcarol", "docker ps -q")
     _replace_binary(lab, "/usr/sbin/dockerd")
-    assert _outdated(lab)["carol"] == ["dockerd"]
+    assert _outdated(lab)["rbcarol"] == ["dockerd"]
     lab.sh("dpkg-trigger --no-await /usr/sbin/dockerd && dpkg --triggers-only --pending")
     assert _property(lab, "docker@carol.service", "ActiveState") == "inactive"
 
