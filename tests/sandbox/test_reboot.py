@@ -85,7 +85,9 @@ def after_boot(lab: host.Lab, tenants: tuple[str, ...]) -> Iterator[AfterBoot]:
     _run(lab, "alice", "done", "--restart=on-failure", "true")
     _run(lab, "rbcarol", "stopped", "--restart=unless-stopped")
     lab.ssh("rbcarol", "docker stop -t 1 stopped >/dev/null")
-    # The system daemon beside, with a published port, as before dtenant came.
+    # The system daemon beside, with a published port, as before dtenant came. Started
+    # afresh: earlier tests of the session simulate boots without it (test_network).
+    lab.run(["systemctl", "restart", "docker.service"])
     lab.sh(f"docker rm -f sysweb >/dev/null 2>&1; docker run -d --restart=always --name sysweb"
            f" -p 8090:80 {IMAGE} httpd -f -p 80 -h /var/www >/dev/null")  # fmt: skip
     lab.sh("echo kept > /etc/dtenant-reboot-mark; echo gone > /run/dtenant-reboot-mark")
