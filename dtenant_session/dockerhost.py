@@ -12,9 +12,7 @@ user off. The login's hot path (no Python) leaves it as it is.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -97,21 +95,9 @@ def _write(names: set[str]) -> None:
 def _locked(timeout: float = 10.0) -> Iterator[None]:
     """One writer at a time: logins that provision and `dtenant setup` change the list
     by reading it first."""
-    os.makedirs(paths.LOCKS_DIR, mode=0o700, exist_ok=True)
-    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise DtenantError(
-                        f"{LOCK} held for more than {timeout:g} s: "
-                        f"{paths.DOCKER_HOST_USERS} not changed"
-                    ) from None
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)
+        with files.locked(LOCK, timeout, poll=0.05):
+            yield
+    except files.LockBusy:
+        raise DtenantError(f"{LOCK} held for more than {timeout:g} s: "
+                           f"{paths.DOCKER_HOST_USERS} not changed") from None  # fmt: skip

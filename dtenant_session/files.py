@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import stat
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 # Root's alone: a tenant's daemon.json, the registry, stamps. Nothing running as a user
@@ -76,3 +80,28 @@ def remove(path: Path) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+class LockBusy(Exception):
+    """Another holder kept a lock longer than the caller would wait."""
+
+
+@contextlib.contextmanager
+def locked(path: str, timeout: float, poll: float = 0.01) -> Iterator[None]:
+    """An exclusive flock on root's lock file at path (its directory made 0700), waited
+    for at most `timeout` seconds; LockBusy when another holder keeps it longer."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LockBusy(path) from None
+                time.sleep(poll)
+        yield
+    finally:
+        os.close(fd)

@@ -7,7 +7,6 @@ started: the first docker command starts it through the socket.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from collections.abc import Iterator
@@ -53,24 +52,13 @@ class Outcome:
 @contextmanager
 def tenant_lock(user: str, timeout: float) -> Iterator[None]:
     """One provisioning per tenant at a time (a second login waits, then finds it done)."""
-    os.makedirs(paths.LOCKS_DIR, mode=0o700, exist_ok=True)
-    fd = os.open(f"{paths.LOCKS_DIR}/{user}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    lock = f"{paths.LOCKS_DIR}/{user}.lock"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise LockTimeout(
-                        f"user {user!r}: another provisioning holds "
-                        f"{paths.LOCKS_DIR}/{user}.lock for more than {timeout:g} s"
-                    ) from None
-                time.sleep(0.01)
-        yield
-    finally:
-        os.close(fd)
+        with files.locked(lock, timeout):
+            yield
+    except files.LockBusy:
+        raise LockTimeout(f"user {user!r}: another provisioning holds {lock} for more than "
+                          f"{timeout:g} s") from None  # fmt: skip
 
 
 def _directories(wanted: desired.TenantState) -> None:
