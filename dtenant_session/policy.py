@@ -224,11 +224,12 @@ NAMESPACE_MODES = {  # HostConfig key -> what the CLI flag is called
 # -- the request --------------------------------------------------------------------------
 
 _VERSION = re.compile(r"^/v[0-9][0-9.]*(?=/)")
+_VERSION_NUMBER = re.compile(r"^/v([0-9][0-9.]*)/")
 
 
-def _api_version(uri: str) -> None:
+def _api_version(path: str) -> None:
     """API versions older than 1.24 are refused: old semantics are old attack surface."""
-    match = re.match(r"^/v([0-9][0-9.]*)/", _split(uri)[0])
+    match = _VERSION_NUMBER.match(path)
     if not match:
         return  # the daemon's own current version
     try:
@@ -265,7 +266,15 @@ def _split(uri: str) -> tuple[str, str]:
 def normalise(uri: str) -> tuple[str, dict[str, list[str]]]:
     """(path, query) the way Docker's router sees them: decoded, cleaned, unversioned."""
     path, query = _split(uri)
-    return _VERSION.sub("", path, count=1), urllib.parse.parse_qs(query, keep_blank_values=True)
+    return _unversioned(path), _parameters(query)
+
+
+def _unversioned(path: str) -> str:
+    return _VERSION.sub("", path, count=1)
+
+
+def _parameters(query: str) -> dict[str, list[str]]:
+    return urllib.parse.parse_qs(query, keep_blank_values=True) if query else {}
 
 
 def _body(request: dict[str, Any], endpoint: str) -> Any:
@@ -299,23 +308,52 @@ class Ask:
 Checker = Callable[[Ask], None]
 
 
-def authorize(request: dict[str, Any], rules: Rules, tenant: Tenant, look: Lookups) -> Decision:
+class KnownReads:
+    """Verdicts on reads, which depend on the method and the URI alone (`_read`): the
+    hundreds of polls of a client are decided once. Bounded; it belongs to one policy and
+    goes with it when the configuration changes."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._verdicts: dict[tuple[str, str], Decision] = {}
+
+    def get(self, method: str, uri: str) -> Decision | None:
+        return self._verdicts.get((method, uri))
+
+    def remember(self, method: str, uri: str, decision: Decision) -> None:
+        if len(self._verdicts) < self.LIMIT:
+            self._verdicts[(method, uri)] = decision
+
+
+def authorize(request: dict[str, Any], rules: Rules, tenant: Tenant, look: Lookups,
+              reads: KnownReads | None = None) -> Decision:  # fmt: skip
+    method = str(request.get("RequestMethod", "")).upper()
+    uri = str(request.get("RequestUri", ""))
+    if reads is not None and (known := reads.get(method, uri)) is not None:
+        return known
     try:
-        method = str(request.get("RequestMethod", "")).upper()
-        _api_version(str(request.get("RequestUri", "")))
-        path, query = normalise(str(request.get("RequestUri", "")))
-        _check(Ask(request, method, path, query, rules, tenant, look))
+        path, query = _split(uri)
+        _api_version(path)
+        checker = _check(Ask(request, method, _unversioned(path), _parameters(query), rules,
+                             tenant, look))  # fmt: skip
     except Denied as denied:
         return False, f"dtenant: {denied.reason}"
-    return True, ""
+    if reads is not None and checker is _read:
+        reads.remember(method, uri, ALLOWED)
+    return ALLOWED
 
 
-def _check(ask: Ask) -> None:
+ALLOWED: Decision = (True, "")
+
+
+def _check(ask: Ask) -> Checker:
+    """The checker that passed the request (Denied when none does)."""
     method, path = ask.method, ask.path
     for pattern, methods, checker in ENDPOINTS:
         if method in methods and pattern.match(path):
             checker(ask)
-            return
+            return checker
     for prefix, what in FORBIDDEN:
         if path == prefix or path.startswith(prefix + "/"):
             raise Denied(f"{what} is not available to tenants")
