@@ -18,13 +18,16 @@ overlayfs cannot be the upper layer of the peers' own overlay mounts.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -171,9 +174,14 @@ def install_packages(directory: str) -> str | None:
     """Installs the fetched .debs, offline; None when the peers' tools are all there."""
     debs = sorted(str(p) for p in Path(directory).glob("*.deb"))
     try:
-        if debs:
-            _run(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
-                  "--no-install-recommends", "--no-download", *debs], timeout=900)  # fmt: skip
+        # No package lists: apt would fetch a .deb the archive has too rather than use ours
+        # (and --no-download fails on local .debs: "Pathname to install is not absolute").
+        with tempfile.TemporaryDirectory() as lists:
+            os.mkdir(f"{lists}/partial")
+            if debs:
+                _run(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", *APT_OPTIONS,
+                      "-o", f"Dir::State::Lists={lists}", "install", "-y",
+                      "--no-install-recommends", *debs], timeout=900)  # fmt: skip
     except PeerError as error:
         return f"installing the peers' packages from {directory}: {error}"
     missing = [t for t in ("podman", "rootlesskit", "slirp4netns", "newuidmap") if not _which(t)]
@@ -310,9 +318,16 @@ class RootlessPeer:
     driver: str = ""
     notes: list[str] = field(default_factory=list)
 
+    pidfiles: list[str] = field(default_factory=list)  # processes outside the units
+
     def stop(self) -> None:
         for unit in self.units:
             subprocess.run(["systemctl", "stop", unit], capture_output=True, check=False)
+        for pidfile in self.pidfiles:
+            try:
+                os.kill(int(Path(pidfile).read_text().strip()), signal.SIGTERM)
+            except (OSError, ValueError):
+                pass
 
 
 def _start_unit(unit: str, user: Account, environment: list[str], argv: list[str]) -> None:
@@ -411,8 +426,8 @@ def _podman_configs(user: Account, driver: str) -> list[str]:
     directory.mkdir(parents=True, exist_ok=True)
     storage = directory / "storage.conf"
     storage.write_text(
-        f'[storage]\ndriver = "{driver}"\n'
-        f'graphroot = "{user.storage}/podman"\nrunroot = "{user.runtime}/containers"\n'
+        f'[storage]\ndriver = "{driver}"\nrunroot = "{user.runtime}/containers"\n'
+        f'rootless_storage_path = "{user.storage}/podman"\n'  # rootless ignores graphroot
     )
     engine = directory / "containers.conf"
     # cgroupfs: the service is a system unit, not under the account's user manager; on
@@ -423,21 +438,25 @@ def _podman_configs(user: Account, driver: str) -> list[str]:
     return [f"CONTAINERS_STORAGE_CONF={storage}", f"CONTAINERS_CONF={engine}"]
 
 
-def _podman_storage(user: Account) -> tuple[list[str], str]:
-    """Kernel overlay if podman can use it rootless here, else vfs: (environment, driver)."""
-    problems = []
+def _podman_storage(user: Account, problems: list[str]) -> tuple[list[str], str]:
+    """Kernel overlay if podman can use it rootless here, else vfs: (environment, driver).
+
+    Appends why each driver it passed over failed to `problems`."""
     for driver in ("overlay", "vfs"):
         environment = _podman_configs(user, driver)
         cli = [*user.as_user(*environment), "/usr/bin/podman"]
         try:
-            _run([*cli, "system", "reset", "--force"], timeout=120)  # a fresh store
+            # A fresh store: its database keeps the driver a failed attempt chose.
+            shutil.rmtree(user.storage / "podman", ignore_errors=True)
+            # and a fresh runroot: it caches a failed overlay check (overlay/overlay-false).
+            _run([*user.as_user(), "rm", "-rf", f"{user.runtime}/containers"])
             _run([*cli, "info"], timeout=120)
             _probe_storage(cli)
         except PeerError as error:
             problems.append(f"{driver}: {error}")
             continue
         return environment, driver
-    raise PeerError("; ".join(problems))
+    raise PeerError("; ".join(problems[-2:]))
 
 
 def _probe_storage(cli: list[str]) -> None:
@@ -452,10 +471,11 @@ def start_podman(user: str) -> RootlessPeer | str:
     """`podman system service` of `user` on its own socket; the CLI beside it."""
     started = time.monotonic()
     unit = f"bench-peer-podman-{user}.service"
+    notes: list[str] = []
     try:
         _require("podman", "slirp4netns", "newuidmap")
         account_ = account(user)
-        environment, driver = _podman_storage(account_)
+        environment, driver = _podman_storage(account_, notes)
         socket_path = f"{account_.runtime}/podman/podman.sock"
         _run([*account_.as_user(), "mkdir", "-p", os.path.dirname(socket_path)])
         _start_unit(unit, account_, environment,
@@ -469,9 +489,59 @@ def start_podman(user: str) -> RootlessPeer | str:
     return RootlessPeer(
         name=f"podman rootless ({driver})", socket=socket_path, cli=cli, units=[unit],
         user=user, setup_seconds=round(time.monotonic() - started, 2), driver=driver,
+        notes=notes, pidfiles=[f"/run/user/{pwd.getpwnam(user).pw_uid}/libpod/tmp/pause.pid"],
     )  # fmt: skip
 
 
 def import_image(peer: RootlessPeer, tar_bytes: bytes) -> None:
     """The test image (tests/testimage.py) into the peer, under the name the tests use."""
     _run([*peer.cli[:-1], *testimage.import_argv(peer.cli[-1])], input=tar_bytes, timeout=300)
+
+
+def _check(peer: RootlessPeer) -> dict[str, object]:
+    """What the benchmark will ask of a peer, once: image, run, raw API call."""
+    timings: dict[str, object] = {"setup_s": peer.setup_seconds, "notes": peer.notes}
+    started = time.monotonic()
+    import_image(peer, testimage.build())
+    timings["import_s"] = round(time.monotonic() - started, 2)
+    started = time.monotonic()
+    _run([*peer.cli, "run", "--rm", testimage.IMAGE, "true"], timeout=120)
+    timings["run_rm_true_s"] = round(time.monotonic() - started, 2)
+    status, body = api_get(peer.socket, "/containers/json")
+    timings["containers_json"] = f"{status} {body[:60]!r}"
+    return timings
+
+
+def _unit_processes(unit: str) -> int:
+    procs = Path(f"/sys/fs/cgroup/systemd/system.slice/{unit}/cgroup.procs")
+    if not procs.exists():  # cgroup v2
+        procs = Path(f"/sys/fs/cgroup/system.slice/{unit}/cgroup.procs")
+    return len(procs.read_text().split()) if procs.exists() else 0
+
+
+def main(directory: str) -> None:
+    """In a lab: install the peers, start both, use each once; prints what happened."""
+    report: dict[str, object] = {}
+    started = time.monotonic()
+    report["install"] = install_packages(directory) or "ok"
+    report["install_s"] = round(time.monotonic() - started, 2)
+    running = []
+    for start, user in ((start_rootless_docker, "peerdocker"), (start_podman, "peerpodman")):
+        peer = start(user)
+        if isinstance(peer, str):
+            report[user] = peer
+        else:
+            running.append(peer)
+    for peer in running:  # both up at once, as in the benchmark
+        try:
+            report[peer.name] = _check(peer)
+        except PeerError as error:
+            report[peer.name] = str(error)
+        report[f"{peer.name} processes"] = {u: _unit_processes(u) for u in peer.units}
+    for peer in running:
+        peer.stop()
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
