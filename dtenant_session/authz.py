@@ -103,8 +103,9 @@ def build_policy(user: str) -> Policy:
         for root in settings.policy.bind_roots
     )
     tenant = policy.Tenant(user=user, home=home, networks_pool=pool, bind_roots=roots)
+    cap = settings.policy.max_containers
     look = policy.Lookups(resolve=resolve, container=lambda name: inspect(user, name),
-                          containers=lambda: containers(user))  # fmt: skip
+                          containers=lambda: containers(user, cap))  # fmt: skip
 
     reads = policy.KnownReads()
 
@@ -177,14 +178,22 @@ class CreateLedger:
     """Container creates allowed but not yet answered by the daemon: counted with the
     daemon's own count, so that a burst of concurrent creates cannot all pass the cap
     (each would see the count of before the others). Creates are checked one at a time;
-    an entry ends with the daemon's answer (AuthZRes) or after PENDING_AT_MOST."""
+    an entry ends with the daemon's answer (AuthZRes) or after PENDING_AT_MOST.
+
+    The daemon's count (its /info, ~15 ms) is not asked at every create: the count at
+    the last ask plus every create allowed since is an upper bound (removals only lower
+    the real count), good for a create while it stays below the cap and for REASK_AFTER
+    at most (containers the classic builder keeps are made without a create)."""
 
     PENDING_AT_MOST = 60.0
+    REASK_AFTER = 30.0
 
     def __init__(self) -> None:
         self.checking = threading.Lock()  # held while a create is checked and recorded
         self._lock = threading.Lock()
         self._pending: list[float] = []
+        self._bound: int | None = None  # the daemon's count + in flight, at the last ask
+        self._asked = 0.0
 
     def in_flight(self) -> int:
         with self._lock:
@@ -192,9 +201,24 @@ class CreateLedger:
             self._pending = [t for t in self._pending if t > horizon]
             return len(self._pending)
 
+    def bound(self) -> int | None:
+        """At least as many containers as the daemon has and is creating; None when the
+        daemon must be asked."""
+        fresh = time.monotonic() - self._asked < self.REASK_AFTER
+        return self._bound if fresh else None
+
+    def counted(self, made: int) -> int:
+        """The daemon counted made containers: with those in flight, the new bound."""
+        in_flight = self.in_flight()
+        with self._lock:
+            self._bound, self._asked = made + in_flight, time.monotonic()
+        return made + in_flight
+
     def allowed(self) -> None:
         with self._lock:
             self._pending.append(time.monotonic())
+            if self._bound is not None:
+                self._bound += 1
 
     def answered(self) -> None:
         with self._lock:
@@ -223,12 +247,16 @@ def is_create(method: str, uri: str) -> bool:
     return method.upper() == "POST" and policy.normalise(uri)[0] == "/containers/create"
 
 
-def containers(user: str) -> int:
-    """How many containers the daemon has, running or not, and those it is creating."""
+def containers(user: str, cap: int) -> int:
+    """How many containers the daemon has, running or not, and those it is creating: an
+    upper bound while that stays below cap, the daemon's own count otherwise."""
     from dtenant_session import dockerapi
 
+    bound = CREATES.bound()
+    if bound is not None and bound < cap:
+        return bound
     made = dockerapi.info_count(user, "Containers", agent=f"{REAPER_AGENT}/authz")
-    return made + CREATES.in_flight()
+    return CREATES.counted(made)
 
 
 def inspect(user: str, container: str) -> bytes:

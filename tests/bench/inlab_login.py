@@ -268,6 +268,7 @@ def memory_figures() -> dict[str, float]:
         [
             "systemd-run",
             "--unit=bench-dockerd",
+            "--property=PrivateNetwork=yes",  # --bridge=none deletes the host's docker0
             "/usr/sbin/dockerd",
             "--containerd=/run/bench-alwayson/containerd.sock",
             f"--data-root={base}/docker",

@@ -12,9 +12,11 @@ import argparse
 import json
 import os
 import platform
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from tests.bench import peers
 from tests.lab import host
 from tests.sandbox.conftest import install
 
@@ -98,7 +100,64 @@ def report(login: dict[str, Any], scale: dict[str, Any]) -> list[str]:
     return lines
 
 
-def plot(login: dict[str, Any], scale: dict[str, Any], output: Path) -> None:
+PEER_MEASURES = (
+    ("api_containers", "200 x containers/json"),
+    ("api_inspect", "200 x image inspect"),
+    ("warm_ps", "warm ps"),
+    ("run_rm", "run --rm true"),
+    ("cold", "first command"),
+)
+
+
+def figure(side: dict[str, Any], measure: str) -> str:
+    if measure not in side:
+        return "-"
+    return f"{side[measure]['median_ms']} (p90 {side[measure]['p90_ms']})"
+
+
+def peer_report(peers: dict[str, Any]) -> list[str]:
+    """dtenant beside its peers (ms, median and p90), then the targets of issue 17."""
+    sides: dict[str, Any] = peers["sides"]
+    names = list(sides)
+    width = max(len(n) for n in [*names, *peers["unavailable"]]) + 2
+    lines = ["", f"{'ms, median (p90)':<{width}}" + "".join(f"{t:<22}" for _, t in PEER_MEASURES)
+             + "memory MiB"]  # fmt: skip
+    for name in names:
+        row = "".join(f"{figure(sides[name], m):<22}" for m, _ in PEER_MEASURES)
+        lines.append(f"{name:<{width}}{row}{peers['memory_mib'].get(name, '-')}")
+    for name, reason in peers["unavailable"].items():
+        lines.append(f"{name:<{width}}cannot run here: {reason}")
+    lines += ["", *peer_targets(peers)]
+    return lines
+
+
+def ratio(sides: dict[str, Any], a: str, b: str, measure: str, at: str = "median_ms") -> float:
+    return round(float(sides[a][measure][at]) / float(sides[b][measure][at]), 2)
+
+
+def peer_targets(peers: dict[str, Any]) -> list[str]:
+    sides, memory = peers["sides"], peers["memory_mib"]
+    tenant, system, floor = "dtenant", "system docker.service", "floor: no-op plugin"
+    plugin = [ratio(sides, tenant, floor, m, at) for m in ("api_containers", "api_inspect")
+              for at in ("median_ms", "p90_ms")]  # fmt: skip
+    proxy = ratio(sides, "floor: pass-through proxy", floor, "api_containers")
+    run_rm = ratio(sides, tenant, system, "run_rm")
+    warm = ratio(sides, tenant, system, "warm_ps")
+    cold = sides[tenant]["cold"]["p90_ms"]
+    over = round(memory[tenant] / memory[system], 2)
+    return [
+        f"plugin against the no-op floor, 200 calls (median/p90, both calls): {plugin} "
+        f"<= 1.15x: {verdict(max(plugin) <= 1.15)}",
+        f"pass-through proxy floor against the plugin floor: {proxy}x",
+        f"run --rm against the system daemon: {run_rm}x <= 1.1x: {verdict(run_rm <= 1.1)}",
+        f"warm ps against the system daemon: {warm}x <= 1.1x: {verdict(warm <= 1.1)}",
+        f"first command after a stop, p90: {cold} ms < 1000 ms: {verdict(cold < 1000)}",
+        f"memory, active tenant against system dockerd + containerd: {over}x "
+        f"<= 1.1x: {verdict(over <= 1.1)}",
+    ]
+
+
+def plot(login: dict[str, Any], scale: dict[str, Any], side: dict[str, Any], output: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,7 +165,7 @@ def plot(login: dict[str, Any], scale: dict[str, Any], output: Path) -> None:
 
     series = scale["series"]
     sizes = [s["tenants"] for s in series]
-    figure, (timing, memory) = pyplot.subplots(1, 2, figsize=(11, 4))
+    figure, (timing, memory, beside) = pyplot.subplots(1, 3, figsize=(17, 4.5))
     timing.plot(sizes, [s["hook_hot_ms"] for s in series], marker="o", label="PAM hook, hot path")
     timing.plot(sizes, [s["reap_pass_ms"] for s in series], marker="s", label="reaper pass")
     timing.plot(sizes, [s["status_ms"] for s in series], marker="^", label="dtenant status")
@@ -122,8 +181,21 @@ def plot(login: dict[str, Any], scale: dict[str, Any], output: Path) -> None:
     memory.bar_label(bars, fmt="%.1f MiB")
     memory.set_ylabel("RSS per user, MiB")
     memory.set_title("memory per tenant")
+    plot_peers(beside, side)
     figure.tight_layout()
     figure.savefig(output, dpi=110)
+
+
+def plot_peers(axes: Any, side: dict[str, Any]) -> None:
+    """Per-request cost (200 raw calls) of dtenant beside its peers and the floors."""
+    sides = side["sides"]
+    names = [n for n in sides if "api_containers" in sides[n]]
+    medians = [sides[n]["api_containers"]["median_ms"] / 200 for n in names]
+    bars = axes.barh([n.replace(": ", ":\n") for n in names], medians, color="#2f6f97")
+    axes.bar_label(bars, fmt="%.2f ms")
+    axes.invert_yaxis()
+    axes.set_xlabel("ms per API call (containers/json, median of 200-call runs)")
+    axes.set_title("dtenant beside its peers")
 
 
 def main() -> None:
@@ -133,21 +205,29 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,250,500,1000", help="tenants registered")
     parser.add_argument("--active", type=int, default=3, help="tenants with a daemon running")
     parser.add_argument("--how", choices=("deb", "script"), default="deb")
+    parser.add_argument("--peer-rounds", type=int, default=20, help="rounds of the peer section")
     args = parser.parse_args()
-    lab = host.up("bench", binds=[CHECKOUT])
-    try:
-        lab.run(["tee", "/etc/ssh/sshd_config.d/bench.conf"], input="MaxStartups 200\n")
-        lab.run(["systemctl", "reload", "ssh"])
-        install(lab, args.how)
-        login = in_lab(lab, "inlab_login.py", args.rounds, args.cold_rounds)
-        scale = in_lab(lab, "inlab_scale.py", args.sizes, args.active, 5)
-    finally:
-        host.down("bench")
+    with tempfile.TemporaryDirectory(prefix="dtenant-bench-") as packages:
+        # The peers' Debian packages, fetched here (the lab has no network), installed there.
+        problems = peers.fetch_packages(Path(packages))
+        lab = host.up("bench", binds=[CHECKOUT, Path(packages)])
+        try:
+            lab.run(["tee", "/etc/ssh/sshd_config.d/bench.conf"], input="MaxStartups 200\n")
+            lab.run(["systemctl", "reload", "ssh"])
+            install(lab, args.how)
+            login = in_lab(lab, "inlab_login.py", args.rounds, args.cold_rounds)
+            side = in_lab(lab, "inlab_peers.py", args.peer_rounds, max(3, args.cold_rounds // 2),
+                          "-" if problems else packages)  # fmt: skip
+            scale = in_lab(lab, "inlab_scale.py", args.sizes, args.active, 5)
+        finally:
+            host.down("bench")
+    if problems:
+        side["unavailable"] |= {"packages": "; ".join(problems)}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results = {"machine": machine(), "login": login, "scale": scale}
+    results = {"machine": machine(), "login": login, "scale": scale, "peers": side}
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(login, scale, RESULTS / "latest.png")
-    print("\n".join(report(login, scale)))
+    plot(login, scale, side, RESULTS / "latest.png")
+    print("\n".join(report(login, scale) + peer_report(side)))
     print(f"written: {RESULTS / 'latest.json'}, {RESULTS / 'latest.png'}")
 
 

@@ -220,7 +220,10 @@ def victim(lab: host.Lab) -> str:
 def test_a_stray_dockerd_on_a_data_root_is_named_and_blocks_the_tenant(
     lab: host.Lab, victim: str
 ) -> None:
-    lab.run(["systemd-run", "--unit=stray-dockerd", "/usr/sbin/dockerd",
+    # In a network namespace of its own: a dockerd with --bridge=none deletes the host's
+    # docker0 at start (libnetwork), which the system daemon's containers need.
+    lab.run(["systemd-run", "--unit=stray-dockerd", "--property=PrivateNetwork=yes",
+             "/usr/sbin/dockerd",
              f"--data-root=/var/lib/dtenant/tenants/{victim}/docker", "--exec-root=/run/stray",
              "--pidfile=/run/stray.pid", "-H", "unix:///run/stray.sock", "--bridge=none",
              "--iptables=false", "--containerd=/run/containerd/containerd.sock",

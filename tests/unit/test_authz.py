@@ -142,3 +142,36 @@ def test_concurrent_creates_count_those_not_yet_answered(monkeypatch: pytest.Mon
     server.answer("/AuthZPlugin.AuthZRes", other.encode())
     assert ledger.in_flight() == 2
     server.server_close()
+
+
+def test_the_daemon_counts_only_when_the_bound_could_reach_the_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Creates far below the cap do not wait for the daemon's /info; near the cap, and
+    after REASK_AFTER, the daemon's own count decides."""
+    from dtenant_session import dockerapi
+
+    ledger = authz.CreateLedger()
+    monkeypatch.setattr(authz, "CREATES", ledger)
+    asked: list[int] = []
+    daemon = [3]
+
+    def info_count(user: str, key: str, agent: str) -> int:
+        asked.append(daemon[0])
+        return daemon[0]
+
+    monkeypatch.setattr(dockerapi, "info_count", info_count)
+    assert authz.containers("alice", 6) == 3 and len(asked) == 1
+    ledger.allowed()  # one create allowed, not yet answered
+    assert authz.containers("alice", 6) == 4 and len(asked) == 1
+    ledger.answered()
+    daemon[0] = 4
+    ledger.allowed()
+    ledger.answered()
+    daemon[0] = 5
+    assert authz.containers("alice", 6) == 5 and len(asked) == 1  # bound 5 < 6
+    ledger.allowed()
+    daemon[0] = 2  # the user removed some meanwhile
+    assert authz.containers("alice", 6) == 3 and len(asked) == 2  # bound 6: asked
+    monkeypatch.setattr(ledger, "_asked", ledger._asked - ledger.REASK_AFTER - 1)
+    assert authz.containers("alice", 100) == 3 and len(asked) == 3  # too old: asked again

@@ -413,3 +413,24 @@ def test_network_semantics_only_iptables_would_carry_out_are_denied(
     on = {"Name": "ok", "Options": {f"{bridge}.enable_icc": "true",
                                     f"{bridge}.enable_ip_masquerade": "1"}}  # fmt: skip
     assert decide(request("POST", "/v1.41/networks/create", on)) == (True, "")
+
+
+def test_reads_are_decided_once_and_nothing_else_is_remembered() -> None:
+    """A read's verdict depends on its method and URI alone: remembered; a write's depends
+    on its body and the world: decided every time; old API versions stay refused."""
+    reads = policy.KnownReads()
+    ps = {"RequestMethod": "GET", "RequestUri": "/v1.41/containers/json"}
+    assert policy.authorize(ps, RULES, TENANT, LOOKUPS, reads) == (True, "")
+    assert reads.get("GET", "/v1.41/containers/json") == (True, "")
+    made = create()
+    assert policy.authorize(made, RULES, TENANT, LOOKUPS, reads)[0]
+    assert reads.get("POST", made["RequestUri"]) is None
+    old = {"RequestMethod": "GET", "RequestUri": "/v1.23/containers/json"}
+    assert not policy.authorize(old, RULES, TENANT, LOOKUPS, reads)[0]
+    assert not policy.authorize(old, RULES, TENANT, LOOKUPS, reads)[0]
+    swarm = {"RequestMethod": "GET", "RequestUri": "/v1.41/swarm"}
+    assert not policy.authorize(swarm, RULES, TENANT, LOOKUPS, reads)[0]
+    assert reads.get("GET", "/v1.41/swarm") is None
+    for index in range(policy.KnownReads.LIMIT + 10):  # bounded, whatever a client sends
+        reads.remember("GET", f"/containers/{index}/json", (True, ""))
+    assert len(reads._verdicts) == policy.KnownReads.LIMIT
