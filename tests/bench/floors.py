@@ -3,6 +3,8 @@
 `python3 floors.py plugin PATH`: a no-op authorization plugin on PATH, the protocol's own
 floor: it answers every call allowed over keep-alive HTTP/1.1 and does nothing else, so a
 daemon using it pays only for handing each request and response to a plugin.
+`python3 floors.py plugin-fd`: the same on the socket systemd passes (fd 3), in place of
+a tenant's own plugin (a drop-in for dtenant-authz@USER.service).
 
 `python3 floors.py proxy LISTEN UPSTREAM`: a pass-through proxy on LISTEN in front of a
 daemon's socket, the floor of the other design issue 17 asks about (a filtering proxy on
@@ -19,6 +21,7 @@ import threading
 from collections.abc import Callable
 
 RECEIVE = 64 << 10
+SD_LISTEN_FDS_START = 3
 ALLOW = b'{"Allow":true}'
 ACTIVATE = b'{"Implements":["authz"]}'
 
@@ -30,6 +33,7 @@ def _listen(path: str) -> socket.socket:
         pass
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(path)
+    os.chmod(path, 0o660)
     listener.listen(128)
     return listener
 
@@ -124,11 +128,13 @@ def _copy(source: socket.socket, target: socket.socket) -> None:
 def main(argv: list[str]) -> None:
     if argv[:1] == ["plugin"] and len(argv) == 2:
         _serve(_listen(argv[1]), plugin_connection)
+    elif argv == ["plugin-fd"]:
+        _serve(socket.socket(fileno=SD_LISTEN_FDS_START), plugin_connection)
     elif argv[:1] == ["proxy"] and len(argv) == 3:
         upstream = argv[2]
         _serve(_listen(argv[1]), lambda connection: proxy_connection(connection, upstream))
     else:
-        raise SystemExit("usage: floors.py plugin PATH | proxy LISTEN UPSTREAM")
+        raise SystemExit("usage: floors.py plugin PATH | plugin-fd | proxy LISTEN UPSTREAM")
 
 
 if __name__ == "__main__":

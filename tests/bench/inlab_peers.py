@@ -37,6 +37,7 @@ from tests.bench.inlab_login import add_user, rss_kib, run, timed, unit_pids
 FLOORS = str(Path(__file__).with_name("floors.py"))
 CALLS = 200
 TENANT = "benchpeer"
+FLOOR_TENANT = "benchfloor"
 
 
 @dataclass
@@ -101,26 +102,51 @@ def units_mib(*units: str) -> float:
     return round(rss_kib([pid for unit in units for pid in unit_pids(unit)]) / 1024, 1)
 
 
-def dtenant_side() -> Side:
-    add_user(TENANT)
-    run(["dtenant", "provision", TENANT])
-    uid = int(run(["id", "-u", TENANT]).stdout)
-    socket_path = f"/run/docker-{TENANT}.sock"
-    cli = cli_as(uid, f"/home/{TENANT}", socket_path)
-    unit = f"docker@{TENANT}.service"
+def dtenant_side(user: str = TENANT, name: str = "dtenant") -> Side:
+    add_user(user)
+    run(["dtenant", "provision", user])
+    uid = int(run(["id", "-u", user]).stdout)
+    socket_path = f"/run/docker-{user}.sock"
+    cli = cli_as(uid, f"/home/{user}", socket_path)
+    unit, plugin = f"docker@{user}.service", f"dtenant-authz@{user}.service"
 
     def cold() -> float:
-        run(["systemctl", "stop", unit, f"dtenant-authz@{TENANT}.service"])
+        run(["systemctl", "stop", unit, plugin])
         run(["systemctl", "reset-failed", unit])  # deliberate stops, not a crash loop
         return timed(lambda: run([*cli, "version"]))
 
     run([*cli, "version"])
-    return Side("dtenant", socket_path, cli, cold,
-                lambda: units_mib(unit, f"dtenant-authz@{TENANT}.service"))  # fmt: skip
+    return Side(name, socket_path, cli, cold, lambda: units_mib(unit, plugin))
+
+
+def tenant_floor_side() -> Side:
+    """The same tenant daemon (unit, configuration, confinement) with the no-op plugin in
+    place of dtenant's: the protocol's floor for exactly this daemon."""
+    dropin = Path(f"/run/systemd/system/dtenant-authz@{FLOOR_TENANT}.service.d")
+    dropin.mkdir(parents=True, exist_ok=True)
+    (dropin / "bench-floor.conf").write_text(
+        f"[Service]\nExecStart=\nExecStart=/usr/bin/python3 {FLOORS} plugin-fd\n"
+    )
+    run(["systemctl", "daemon-reload"])
+    side = dtenant_side(FLOOR_TENANT, "floor: dtenant daemon, no-op plugin")
+    side.cold = side.memory = None
+    side.runs_containers = False
+    return side
+
+
+SYSTEM_USER = "benchsys"  # the system daemon's user: in the docker group, as is usual
+
+
+def docker_group_cli(host: str) -> list[str]:
+    """The CLI as an ordinary user of the docker group: started as dtenant's is."""
+    add_user(SYSTEM_USER)
+    run(["usermod", "-a", "-G", "docker", SYSTEM_USER])
+    uid = int(run(["id", "-u", SYSTEM_USER]).stdout)
+    return cli_as(uid, f"/home/{SYSTEM_USER}", host)
 
 
 def system_side() -> Side:
-    cli = ["env", "DOCKER_HOST=unix:///run/docker.sock", "docker"]
+    cli = docker_group_cli("/run/docker.sock")
 
     def cold() -> float:
         run(["systemctl", "stop", "docker.service"])  # docker.socket starts it again
@@ -155,13 +181,17 @@ def floor_sides() -> list[Side]:
     run(["systemd-run", "--unit=bench-proxy", "/usr/bin/python3", FLOORS, "proxy", proxy, bare])
     wait_for(proxy)
 
-    def root_cli(path: str) -> list[str]:
-        return ["env", f"DOCKER_HOST=unix://{path}", "docker"]
-
+    run(["chgrp", "docker", proxy])
     return [
-        Side("floor: no-op plugin", floor, root_cli(floor), runs_containers=False),
-        Side("no plugin", bare, root_cli(bare), runs_containers=False),
-        Side("floor: pass-through proxy", proxy, root_cli(proxy), runs_containers=False),
+        tenant_floor_side(),
+        Side("plain dockerd, no-op plugin", floor, docker_group_cli(floor), runs_containers=False),
+        Side("plain dockerd, no plugin", bare, docker_group_cli(bare), runs_containers=False),
+        Side(
+            "plain dockerd, pass-through proxy",
+            proxy,
+            docker_group_cli(proxy),
+            runs_containers=False,
+        ),
     ]
 
 
