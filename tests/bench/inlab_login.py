@@ -34,7 +34,10 @@ PAM_BASE = "auth required pam_permit.so\naccount required pam_permit.so\n"
 
 
 def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload, no-any-return]
+    try:
+        return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload, no-any-return]
+    except subprocess.CalledProcessError as failed:
+        raise SystemExit(f"{argv}: exit {failed.returncode}: {failed.stderr}") from None
 
 
 def median_ms(samples: list[float]) -> float:
