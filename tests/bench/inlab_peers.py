@@ -130,7 +130,6 @@ def tenant_floor_side() -> Side:
     run(["systemctl", "daemon-reload"])
     side = dtenant_side(FLOOR_TENANT, "floor: dtenant daemon, no-op plugin")
     side.cold = side.memory = None
-    side.runs_containers = False
     return side
 
 
