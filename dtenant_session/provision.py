@@ -201,17 +201,23 @@ def _converge(
     if not wanted.disk_size and stale.exists():  # a cap removed before its disk was made
         stale.unlink()
         units_changed = True
+    tenant_units = [*wanted.units, *wanted.mounts]
+
+    async def reload_if_needed(bus: systemd.Bus) -> None:
+        if await bus.needs_reload(tenant_units):
+            await bus.reload_daemon()
+
     if wanted.disk_size:
         if units_changed:  # the disk's mount unit is known before it is started
-            systemd.run(lambda bus: bus.reload_daemon(), timeout=config.hook.time_limit)
+            systemd.run(reload_if_needed, timeout=config.hook.time_limit)
             units_changed = False
         outcome.steps += disk.ensure(allocation, wanted.disk_size, lambda: lifecycle.stop_daemon(
             allocation, config, with_containers=True))  # fmt: skip
     outcome.steps.append(f"firewall: {network.add_to_firewall(allocation, everyone, config)}")
 
     async def units(bus: systemd.Bus) -> None:
-        if units_changed:
-            await bus.reload_daemon()
+        if units_changed:  # a first login's units were never loaded: no reload
+            await reload_if_needed(bus)
         # A daemon that failed before: the explanation gives the socket back, and the
         # next start is not held back by the failures that came before.
         await bus.stop(f"dtenant-daemon-failed@{t.instance}.service")

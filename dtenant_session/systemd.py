@@ -142,6 +142,25 @@ class Bus:
     async def reload_daemon(self) -> None:
         await self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, "Reload")
 
+    async def needs_reload(self, units: list[str]) -> bool:
+        """Whether systemd must reload to see changed files of these units. A unit it has
+        not loaded reads its files, drop-ins included, when first used: only a loaded one
+        whose files changed (or that did not load cleanly) needs the reload, which every
+        other login and unit operation of the host waits for."""
+        for unit in units:
+            try:
+                (path,) = await self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, "GetUnit", "s", [unit])
+            except BusError as exc:
+                if "NoSuchUnit" in str(exc):
+                    continue
+                raise
+            (values,) = await self.call(SYSTEMD, path, "org.freedesktop.DBus.Properties",
+                                        "GetAll", "s", [f"{SYSTEMD}.Unit"])  # fmt: skip
+            state = getattr(values.get("LoadState"), "value", "")
+            if state != "loaded" or getattr(values.get("NeedDaemonReload"), "value", True):
+                return True
+        return False
+
     async def units(self, patterns: list[str]) -> dict[str, UnitState]:
         """Loaded units matching patterns, in one call whatever their number."""
         (rows,) = await self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, "ListUnitsByPatterns",

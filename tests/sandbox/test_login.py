@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import shlex
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -219,6 +220,48 @@ def test_concurrent_first_logins(lab: host.Lab) -> None:
     assert len({row["bridge"] for row in crowd}) == len(accounts)
     assert len({row["subnet"] for row in crowd}) == len(accounts)
     assert lab.run(["dtenant", "registry", "check"]).returncode == 0
+
+
+def _reloads(lab: host.Lab) -> int:
+    """How many times systemd has reloaded its units in this boot."""
+    lines = lab.run(["journalctl", "-b", "_PID=1", "--no-pager", "-o", "cat"]).stdout
+    return sum(line.startswith("Reloading") for line in lines.splitlines())
+
+
+def test_a_first_login_reloads_no_unit(lab: host.Lab) -> None:
+    """A new tenant's units were never loaded: systemd reads their drop-ins when they are
+    first used. A reload at each first login would make every other login and unit
+    operation of the host wait (50 first logins at once queued on them)."""
+    lab.add_account("dora")
+    before = _reloads(lab)
+    result = lab.ssh("dora", "docker version --format '{{.Server.Version}}'", check=False)
+    assert result.returncode == 0, result.stderr
+    uid = lab.run(["id", "-u", "dora"]).stdout.strip()
+    owner = lab.run(["stat", "-c", "%u %a", "/run/docker-dora.sock"]).stdout.split()
+    assert owner == [uid, "600"]
+    time.sleep(1)  # journald writes asynchronously
+    assert _reloads(lab) == before
+
+
+def test_a_changed_unit_of_a_running_tenant_is_reloaded(
+    lab: host.Lab, tenants: tuple[str, ...]
+) -> None:
+    """Its units are loaded: a new drop-in (bind roots changed, then provisioned again)
+    reaches systemd at once."""
+    lab.run(["mkdir", "-p", "/etc/dtenant/dtenant.toml.d", "/scratch/alice"])
+    lab.run(["chown", "alice:", "/scratch/alice"])
+    dropin = "/etc/dtenant/dtenant.toml.d/60-test-reload.toml"
+    lab.run(["tee", dropin], input='[policy]\nbind_roots = ["{home}", "/scratch/{user}"]\n')
+    try:
+        lab.run(["dtenant", "provision", "alice"])  # as her next login does
+        shown = lab.run(["systemctl", "show", "-p", "BindPaths", "--value",
+                         "docker@alice.service"]).stdout  # fmt: skip
+        assert "/scratch/alice" in shown
+    finally:
+        lab.run(["rm", "-f", dropin])
+        lab.run(["dtenant", "provision", "alice"])
+    after = lab.run(["systemctl", "show", "-p", "BindPaths", "--value", "docker@alice.service"])
+    assert "/scratch/alice" not in after.stdout
 
 
 def test_login_survives_an_unwritable_registry(lab: host.Lab) -> None:
