@@ -72,12 +72,9 @@ def resolve(path: str) -> str:
     return os.path.join(real, *rest) if rest else real
 
 
-def tenant_policy(user: str) -> Policy:
-    """The configured policy for user; a policy that cannot be built denies everything."""
-    try:
-        return build_policy(user)
-    except PolicyUnavailable as exc:
-        return deny_all(f"the policy of {user} cannot be loaded ({exc}); ask the administrator")
+def unavailable(user: str, why: PolicyUnavailable) -> Policy:
+    """What a plugin without a policy does: deny everything, saying why."""
+    return deny_all(f"the policy of {user} cannot be loaded ({why}); ask the administrator")
 
 
 class PolicyUnavailable(Exception):
@@ -118,9 +115,9 @@ def build_policy(user: str) -> Policy:
 CONFIG_CHECK_EVERY = 1.0  # seconds between two looks at the configuration's files
 
 
-def configuration_stamp() -> tuple[tuple[str, int, int], ...]:
-    """The configuration's files with their inodes and change times: when this changes,
-    the administrator changed the policy."""
+def configuration_stamp(user: str) -> tuple[tuple[str, int, int], ...]:
+    """The configuration's files and the tenant's daemon.json (its networks) with their
+    inodes and change times: when this changes, the administrator changed the policy."""
     from dtenant_session import paths
 
     try:
@@ -129,7 +126,8 @@ def configuration_stamp() -> tuple[tuple[str, int, int], ...]:
         names = []
     found = []
     for path in (paths.CONFIG_FILE, paths.CONFIG_DROPINS,
-                 *(f"{paths.CONFIG_DROPINS}/{name}" for name in names)):  # fmt: skip
+                 *(f"{paths.CONFIG_DROPINS}/{name}" for name in names),
+                 f"{paths.TENANTS_DIR}/{user}/daemon.json"):  # fmt: skip
         try:
             st = os.stat(path, follow_symlinks=False)
             found.append((path, st.st_ino, st.st_mtime_ns))
@@ -142,19 +140,27 @@ class ReloadingPolicy:
     """The tenant's policy, built again when the configuration changes (looked at once a
     second at most): a change of policy reaches a running plugin at once. A change that
     cannot be built (a typo, a file only root may write) keeps the policy in force: the
-    administrator's last valid one, never none; the journal says why."""
+    administrator's last valid one, never none; the journal says why. A plugin that never
+    had a valid policy (it denies everything) tries again at every look: the plugin starts
+    with its daemon, possibly before an administrator has put the tenant right."""
 
     def __init__(self, user: str) -> None:
         self.user = user
         self._lock = threading.Lock()
-        self._stamp = configuration_stamp()
-        self._policy = tenant_policy(user)
+        self._stamp = configuration_stamp(user)
+        try:
+            self._policy, self._valid = build_policy(user), True
+        except PolicyUnavailable as exc:
+            self._policy, self._valid = unavailable(user, exc), False
         self._checked = time.monotonic()
 
     def _rebuild(self) -> None:
         try:
-            self._policy = build_policy(self.user)
+            self._policy, self._valid = build_policy(self.user), True
         except PolicyUnavailable as exc:
+            if not self._valid:  # still none: it keeps denying, saying why as of now
+                self._policy = unavailable(self.user, exc)
+                return
             from dtenant_session import log
 
             reason = f"the new configuration cannot be used ({exc})"
@@ -166,8 +172,8 @@ class ReloadingPolicy:
             now = time.monotonic()
             if now - self._checked > CONFIG_CHECK_EVERY:
                 self._checked = now
-                stamp = configuration_stamp()
-                if stamp != self._stamp:
+                stamp = configuration_stamp(self.user)
+                if stamp != self._stamp or not self._valid:
                     self._stamp = stamp
                     self._rebuild()
             policy = self._policy

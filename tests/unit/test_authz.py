@@ -175,3 +175,26 @@ def test_the_daemon_counts_only_when_the_bound_could_reach_the_cap(
     assert authz.containers("alice", 6) == 3 and len(asked) == 2  # bound 6: asked
     monkeypatch.setattr(ledger, "_asked", ledger._asked - ledger.REASK_AFTER - 1)
     assert authz.containers("alice", 100) == 3 and len(asked) == 3  # too old: asked again
+
+
+def test_a_plugin_without_a_policy_builds_it_as_soon_as_it_can(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It starts with its daemon, maybe before the administrator put the tenant right
+    (no stamp changes for it to notice): it tries again at every look meanwhile."""
+    attempts: list[str] = []
+
+    def build(user: str) -> authz.Policy:
+        attempts.append(user)
+        if len(attempts) < 3:
+            raise authz.PolicyUnavailable(f"attempt {len(attempts)}")
+        return lambda request: (True, "")
+
+    monkeypatch.setattr(authz, "build_policy", build)
+    monkeypatch.setattr(authz, "configuration_stamp", lambda user: ())
+    monkeypatch.setattr(authz, "CONFIG_CHECK_EVERY", -1.0)
+    policy = authz.ReloadingPolicy("alice")
+    assert policy({}) == (False, "dtenant: the policy of alice cannot be loaded (attempt 2); "
+                          "ask the administrator")  # fmt: skip
+    assert policy({}) == (True, "")
+    assert policy({}) == (True, "") and len(attempts) == 3  # valid: built again only on change
