@@ -330,23 +330,45 @@ def start(argv: list[str]) -> NoReturn:
         slice_group = own.rsplit("/", 1)[0] if own else ""
         held = held_shims(slice_group) if slice_group else []
         if held:
-            namespaces = {p.mount_ns for p in held}
-            opened = _open_held_namespace(held, slice_group)
-            if opened is None:
-                print("dtenant: held shims went away: the daemon starts afresh", file=sys.stderr)
-            else:
-                fd, pid = opened
-                _setns(fd)
-                os.close(fd)
-                note = (
-                    ""
-                    if len(namespaces) == 1
-                    else (f" ({len(namespaces) - 1} other namespace(s) of held shims left out)")
-                )
-                print(f"dtenant: the daemon starts in the mount namespace of its running "
-                      f"containers (held shim pid {pid}){note}", file=sys.stderr)  # fmt: skip
+            print(f"dtenant: {_enter_held_namespace(held, slice_group, argv[0])}",
+                  file=sys.stderr)  # fmt: skip
     except OSError as exc:
         print(f"dtenant: cannot enter the held containers' namespace ({exc}): the daemon "
               f"starts afresh", file=sys.stderr)  # fmt: skip
     sys.stderr.flush()
     os.execv(argv[0], argv)  # noqa: S606 - the daemon itself, as systemd would start it
+
+
+def _leave(fresh: int) -> None:
+    """Back to the unit's own namespace; a daemon never starts where it may not."""
+    try:
+        _setns(fresh)
+    except OSError as exc:
+        print(f"dtenant: cannot return to the unit's own mount namespace: {exc}",
+              file=sys.stderr)  # fmt: skip
+        os._exit(1)
+
+
+def _enter_held_namespace(held: Sequence[Process], slice_group: str, program: str) -> str:
+    """Join the held shims' mount namespace, where program must be the very file it is
+    here (the unit's fresh namespace), else stay. What happened, for the journal."""
+    opened = _open_held_namespace(held, slice_group)
+    if opened is None:
+        return "the held shims went away: the daemon starts afresh"
+    fd, pid = opened
+    fresh = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        expected = os.stat(program)
+        _setns(fd)
+        there = os.stat(program)
+        if (there.st_dev, there.st_ino) != (expected.st_dev, expected.st_ino):
+            _leave(fresh)
+            return (f"{program} is another file in the held shims' namespace (shim pid "
+                    f"{pid}): the daemon starts afresh")  # fmt: skip
+    finally:
+        os.close(fresh)
+        os.close(fd)
+    others = len({p.mount_ns for p in held}) - 1
+    note = f" ({others} other namespace(s) of held shims left out)" if others else ""
+    return (f"the daemon starts in the mount namespace of its running containers (held "
+            f"shim pid {pid}){note}")  # fmt: skip
