@@ -286,8 +286,9 @@ def hand_over(mark: Mark, unit_group: str, main_pid: int) -> list[str]:
     late = [p.pid for p in shims_in(unit_group)]
     if failed := attach(mark.scope, late):
         lines.append(f"cannot hold shims {late} in {mark.scope}: {failed}")
-    lines.append(f"moving: dockerd exited with live-restore on; {len(moved) + len(late)} shim(s) "
-                 f"held in {mark.scope} for the next daemon")  # fmt: skip
+    lines.append(f"moving: dockerd exited with live-restore on, its containers' shims held "
+                 f"in {mark.scope} ({len(moved) + len(late)} more now) for the next "
+                 f"daemon")  # fmt: skip
     return lines
 
 
