@@ -106,3 +106,24 @@ def test_an_update_moves_a_busy_daemon_without_stopping_its_containers(
     assert held.stdout.strip() == ""
     assert _docker(lab, "ps -q") == ""  # the socket starts the daemon again
     assert _docker(lab, "inspect -f '{{.State.Running}}' keep web later").split() == ["false"] * 3
+
+
+def test_a_moved_daemon_that_crashes_leaves_nothing_behind(lab: host.Lab, busy: None) -> None:
+    """As after any crash, its containers stop (their shims are no longer its own); the
+    held ones too, and the daemon that comes back starts afresh."""
+    _update(lab)
+    moved = lab.run(["dtenant", "restart", "--outdated"]).stdout
+    assert f"{USER}: moved" in moved, moved
+    lab.sh(f"kill -9 $(systemctl show -p MainPID --value docker@{USER}.service)")
+    lab.sh(f"for i in $(seq 100); do systemctl is-active -q docker@{USER}.service"
+           f" && [ -z \"$(systemctl list-units --all --no-legend 'dtenant-moved-*')\" ]"
+           " && break; sleep 0.2; done")  # fmt: skip
+    assert lab.run(["systemctl", "list-units", "--all", "--no-legend", "dtenant-moved-*"]
+                   ).stdout.strip() == ""  # fmt: skip
+    assert _docker(lab, "ps -q") == ""
+    assert lab.ssh(USER, f"docker run --rm {IMAGE} echo new-ok").stdout.strip() == "new-ok"
+    daemon = lab.run(["systemctl", "show", "-p", "MainPID", "--value",
+                      f"docker@{USER}.service"]).stdout.strip()  # fmt: skip
+    assert (
+        lab.sh(f"readlink /proc/{daemon}/ns/mnt").stdout != lab.sh("readlink /proc/1/ns/mnt").stdout
+    )
