@@ -101,7 +101,13 @@ def _stop(user: str, main_pid: int) -> None:
         print(f"dtenant: {live_restore_off(user, main_pid)}")
         return
     group = _systemctl("show", "-p", "ControlGroup", "--value", f"docker@{_escape(user)}.service")
-    for line in move.hand_over(mark, group, main_pid):
+    try:
+        lines = move.hand_over(mark, group, main_pid)
+    except move.NotHeld as exc:
+        # A plain stop then: its containers stop, restart policies apply at the next start.
+        move.clear_mark(user)
+        lines = [f"not moved: {exc}", live_restore_off(user, main_pid)]
+    for line in lines:
         print(f"dtenant: {line}")
 
 

@@ -466,7 +466,7 @@ def move_daemon(allocation: Allocation) -> str:
             await bus.start(t.service_unit)
         except systemd.BusError as exc:
             return f"moved, but the new daemon did not start: {exc}"
-        return _moved_into(await bus.main_pid(t.service_unit), shims, scope)
+        return _moved_into(t.user, await bus.main_pid(t.service_unit), shims, scope)
 
     result = systemd.run(go, timeout=300)
     log.log(result, priority=log.NOTICE, user=t.user, step="outdated")
@@ -478,12 +478,15 @@ def _group_of(pid: int) -> str | None:
     return None if process is None else process.group
 
 
-def _moved_into(main_pid: int, shims: list[int], scope: str) -> str:
+def _moved_into(user: str, main_pid: int, shims: list[int], scope: str) -> str:
     """Whether the new daemon runs where its containers' shims are (one line)."""
     daemon = move.read_process(main_pid) if main_pid else None
     held = [p for p in map(move.read_process, shims) if p is not None]
     if daemon is None:
         return f"moved: the new daemon is not running; {len(held)} shim(s) held in {scope}"
+    if not held:
+        return (f"restarted on the new dockerd (pid {main_pid}), but no held shim is left: its "
+                f"containers stopped (see `dtenant logs {user}`)")  # fmt: skip
     if held and all(p.mount_ns == daemon.mount_ns for p in held):
         return (f"moved to the new dockerd (pid {main_pid}) in its containers' mount "
                 f"namespace; {len(held)} container shim(s) kept running")  # fmt: skip

@@ -267,16 +267,21 @@ def _wait_exit(pid: int, timeout: float) -> bool:
         os.close(pidfd)
 
 
+class NotHeld(Exception):
+    """The shims could not be held: the daemon is still running, and stops as usual."""
+
+
 def hand_over(mark: Mark, unit_group: str, main_pid: int) -> list[str]:
     """The daemon exits with live-restore on (its containers keep running), every shim of
-    its unit held in the mark's scope first, and again after the exit (a container that
-    started meanwhile). What happened, for the journal."""
+    its unit held in the mark's scope first (NotHeld, before anything, if that fails), and
+    again after the exit (a container that started meanwhile). What happened, for the
+    journal."""
     import signal
 
     lines = []
     moved = [p.pid for p in shims_in(unit_group)]
     if failed := attach(mark.scope, moved):
-        lines.append(f"cannot hold shims {moved} in {mark.scope}: {failed}")
+        raise NotHeld(f"cannot hold shims {moved} in {mark.scope}: {failed}")
     try:
         os.kill(main_pid, signal.SIGTERM)
     except ProcessLookupError:

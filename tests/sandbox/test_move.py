@@ -11,6 +11,7 @@ import pytest
 
 from tests import testimage
 from tests.lab import host
+from tests.sandbox.conftest import Journal
 from tests.sandbox.test_network import UPLINK, _from_outside
 
 IMAGE = testimage.IMAGE
@@ -127,3 +128,27 @@ def test_a_moved_daemon_that_crashes_leaves_nothing_behind(lab: host.Lab, busy: 
     assert (
         lab.sh(f"readlink /proc/{daemon}/ns/mnt").stdout != lab.sh("readlink /proc/1/ns/mnt").stdout
     )
+
+
+def test_a_daemon_that_cannot_move_safely_is_named_and_kept(lab: host.Lab, busy: None) -> None:
+    """Anything unexpected before the stop leaves the daemon and its containers as they
+    were, and says so (here: live-restore off in its daemon.json)."""
+    config = f"/var/lib/dtenant/tenants/{USER}/daemon.json"
+    original = lab.run(["cat", config]).stdout
+    before = {name: _state(lab, name) for name in ("keep", "web")}
+    pid = lab.run(["systemctl", "show", "-p", "MainPID", "--value",
+                   f"docker@{USER}.service"]).stdout.strip()  # fmt: skip
+    journal = Journal(lab)
+    lab.run(["python3", "-c", "import json, sys; p = sys.argv[1]; s = json.load(open(p)); "
+             "s['live-restore'] = False; json.dump(s, open(p, 'w'))", config])  # fmt: skip
+    try:
+        _update(lab)
+        moved = lab.run(["dtenant", "restart", "--outdated"]).stdout
+    finally:
+        lab.run(["tee", config], input=original)
+    assert f"{USER}: kept" in moved and "live-restore is off" in moved, moved
+    assert "not moved from the outdated" in journal.since("not moved from the outdated")
+    assert lab.run(["systemctl", "show", "-p", "MainPID", "--value",
+                    f"docker@{USER}.service"]).stdout.strip() == pid  # fmt: skip
+    assert {name: _state(lab, name) for name in before} == before
+    assert _outdated(lab) == ["containerd", "dockerd"]
