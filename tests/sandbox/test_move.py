@@ -5,6 +5,8 @@ plain docker.service; a later stop still stops them and leaves nothing behind.""
 from __future__ import annotations
 
 import json
+import shlex
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -152,3 +154,20 @@ def test_a_daemon_that_cannot_move_safely_is_named_and_kept(lab: host.Lab, busy:
                     f"docker@{USER}.service"]).stdout.strip() == pid  # fmt: skip
     assert {name: _state(lab, name) for name in before} == before
     assert _outdated(lab) == ["containerd", "dockerd"]
+
+
+def test_a_daemon_stop_gives_its_containers_their_sigterm(lab: host.Lab, tenants: object) -> None:
+    """As `docker stop` and a host shutdown with docker.service do: the daemon stops its
+    containers through its containerd, which must still be there (not killed with it)."""
+    trap = "trap 'echo got-term; exit 0' TERM; while :; do sleep 0.2; done"
+    lab.ssh(USER, f"docker rm -f trap >/dev/null 2>&1; docker run -d --name trap {IMAGE}"
+            f" sh -c {shlex.quote(trap)} >/dev/null")  # fmt: skip
+    try:
+        started = time.monotonic()
+        lab.run(["systemctl", "stop", f"docker@{USER}.service"])
+        seconds = time.monotonic() - started
+        assert _docker(lab, "logs trap") == "got-term"
+        assert _docker(lab, "inspect -f '{{.State.ExitCode}}' trap") == "0"
+        assert seconds < 8, seconds  # not docker's 10 s wait, then SIGKILL
+    finally:
+        lab.ssh(USER, "docker rm -f trap >/dev/null 2>&1", check=False)
