@@ -450,6 +450,11 @@ def move_daemon(allocation: Allocation) -> str:
         shims = [p.pid for p in move.shims_in(group)]
         if not shims:
             raise NotMoved(f"no container shim runs in {group}")
+        main_pid = await bus.main_pid(t.service_unit)
+        if not keeps_its_tmp(mountinfo.read(main_pid)):
+            raise NotMoved("it started before its namespace had a /tmp of its own (its "
+                           "unit's PrivateTmp= directory goes at the stop, under the "
+                           "shims)")  # fmt: skip
         scope = move.scope_name(t.instance, time.time())
         scope_group = f"{group.rsplit('/', 1)[0]}/{scope}"
         move.write_mark(t.user, move.Mark(invocation, scope))
@@ -471,6 +476,20 @@ def move_daemon(allocation: Allocation) -> str:
     result = systemd.run(go, timeout=300)
     log.log(result, priority=log.NOTICE, user=t.user, step="outdated")
     return result
+
+
+OWN_TMP = ("/tmp", "/var/tmp")  # noqa: S108 - mount points in the daemon's namespace
+
+
+def keeps_its_tmp(mounts: list[mountinfo.MountEntry]) -> bool:
+    """The daemon's /tmp and /var/tmp are tmpfs of its namespace's own, which outlive its
+    unit's stop (pure); a daemon started under an older docker@.service has PrivateTmp=
+    binds there."""
+    found = {m.mount_point: m for m in mounts}
+    return all(
+        (entry := found.get(path)) is not None and entry.fstype == "tmpfs" and entry.root == "/"
+        for path in OWN_TMP
+    )
 
 
 def _group_of(pid: int) -> str | None:

@@ -88,3 +88,23 @@ def test_a_mark_counts_only_for_its_own_invocation(
         assert mark.scope == "dtenant-moved-a-1.scope"
     assert move.current_mark("bob") is None  # a mark left by another (interrupted) move
     assert move.current_mark("carol") is None
+
+
+OWN = ("40 30 0:50 / /tmp rw,nosuid,nodev - tmpfs tmpfs rw,mode=1777\n"
+       "41 30 0:51 / /var/tmp rw,nosuid,nodev - tmpfs tmpfs rw,mode=1777\n")  # fmt: skip
+PRIVATE = ("40 30 8:1 /tmp/systemd-private-1-docker@alice.service-2/tmp /tmp rw - ext4 "
+           "/dev/sda1 rw\n41 30 8:1 /var/tmp/systemd-private-1-docker@alice.service-3/tmp "
+           "/var/tmp rw - ext4 /dev/sda1 rw\n")  # fmt: skip
+PRIVATE_ON_TMPFS = ("40 30 0:30 /systemd-private-1-docker@alice.service-2/tmp /tmp rw - tmpfs "
+                    "tmpfs rw\n41 30 0:51 / /var/tmp rw - tmpfs tmpfs rw\n")  # fmt: skip
+
+
+def test_only_a_daemon_whose_tmp_is_its_namespaces_own_can_move() -> None:
+    from dtenant_session import lifecycle, mountinfo
+
+    assert lifecycle.keeps_its_tmp(mountinfo.parse(OWN))
+    assert not lifecycle.keeps_its_tmp(mountinfo.parse(PRIVATE))  # an older unit's daemon
+    assert not lifecycle.keeps_its_tmp(mountinfo.parse(PRIVATE_ON_TMPFS))  # host /tmp tmpfs
+    assert not lifecycle.keeps_its_tmp(mountinfo.parse(OWN.splitlines()[0] + "\n"))
+    # The host's /tmp tmpfs below, PrivateTmp='s bind on top: the top one counts.
+    assert not lifecycle.keeps_its_tmp(mountinfo.parse(OWN + PRIVATE_ON_TMPFS))
