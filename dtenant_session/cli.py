@@ -257,9 +257,10 @@ def _tenant_commands(command: Command) -> None:
     enable = command("enable", _enable, "lift `dtenant disable USER`")
     enable.add_argument("user")
     restart = command("restart", _restart, "restart USER's daemon (containers stop; restart "
-                      "policies apply); --outdated: stop every daemon that runs an outdated "
-                      "dockerd or containerd and no container (the next command starts the "
-                      "new one), and name those that run containers")  # fmt: skip
+                      "policies apply); --outdated: move every daemon that runs an outdated "
+                      "dockerd or containerd to the new one (an idle one stops, the next "
+                      "command starts it; a busy one restarts, its containers keep "
+                      "running)")  # fmt: skip
     restart.add_argument("user", nargs="?")
     restart.add_argument("--outdated", action="store_true")
     logs = command("logs", _logs, "the journal of USER's daemon, its plugin and dtenant's "

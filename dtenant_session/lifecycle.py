@@ -12,6 +12,7 @@ import json
 import os
 import select
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from dtenant_session import (
     files,
     log,
     mountinfo,
+    move,
     network,
     ownerstamp,
     paths,
@@ -427,14 +429,97 @@ def boot(config: Config) -> list[str]:
     return steps or ["no tenant has containers that restart"]
 
 
+class NotMoved(DtenantError):
+    """A move that could not be made safely: the daemon was left running as it was."""
+
+
+def move_daemon(allocation: Allocation) -> str:
+    """Move a running daemon to the dockerd now installed without stopping its containers
+    (move.py): its shims held in a scope of the tenant's slice, dockerd stopped with
+    live-restore on, the new one started in the same mount namespace, where it restores
+    them. NotMoved, before anything was stopped, when that cannot be done safely."""
+    t = allocation.tenant
+    if not json.loads(t.daemon_json.read_text()).get("live-restore"):
+        raise NotMoved(f"live-restore is off in {t.daemon_json}")
+
+    async def go(bus: systemd.Bus) -> str:
+        group = (await bus.control_groups([t.service_unit])).get(t.service_unit)
+        invocation = await bus.invocation_id(t.service_unit)
+        if not group or not invocation:
+            raise NotMoved(f"{t.service_unit} is not running")
+        shims = [p.pid for p in move.shims_in(group)]
+        if not shims:
+            raise NotMoved(f"no container shim runs in {group}")
+        main_pid = await bus.main_pid(t.service_unit)
+        if not keeps_its_tmp(mountinfo.read(main_pid)):
+            raise NotMoved("it started before its namespace had a /tmp of its own (its "
+                           "unit's PrivateTmp= directory goes at the stop, under the "
+                           "shims)")  # fmt: skip
+        scope = move.scope_name(t.instance, time.time())
+        scope_group = f"{group.rsplit('/', 1)[0]}/{scope}"
+        move.write_mark(t.user, move.Mark(invocation, scope))
+        try:
+            await bus.start_scope(scope, t.slice, shims, before=t.service_unit)
+            left = [pid for pid in shims if _group_of(pid) not in (scope_group, None)]
+            if left:
+                raise NotMoved(f"shims {left} are not in {scope} after the move")
+            await bus.stop(t.service_unit)
+        finally:
+            move.clear_mark(t.user)
+        await _deliberate(bus, t)
+        try:
+            await bus.start(t.service_unit)
+        except systemd.BusError as exc:
+            return f"moved, but the new daemon did not start: {exc}"
+        return _moved_into(t.user, await bus.main_pid(t.service_unit), shims, scope)
+
+    result = systemd.run(go, timeout=300)
+    log.log(result, priority=log.NOTICE, user=t.user, step="outdated")
+    return result
+
+
+OWN_TMP = ("/tmp", "/var/tmp")  # noqa: S108 - mount points in the daemon's namespace
+
+
+def keeps_its_tmp(mounts: list[mountinfo.MountEntry]) -> bool:
+    """The daemon's /tmp and /var/tmp are tmpfs of its namespace's own, which outlive its
+    unit's stop (pure); a daemon started under an older docker@.service has PrivateTmp=
+    binds there."""
+    found = {m.mount_point: m for m in mounts}
+    return all(
+        (entry := found.get(path)) is not None and entry.fstype == "tmpfs" and entry.root == "/"
+        for path in OWN_TMP
+    )
+
+
+def _group_of(pid: int) -> str | None:
+    process = move.read_process(pid)
+    return None if process is None else process.group
+
+
+def _moved_into(user: str, main_pid: int, shims: list[int], scope: str) -> str:
+    """Whether the new daemon runs where its containers' shims are (one line)."""
+    daemon = move.read_process(main_pid) if main_pid else None
+    held = [p for p in map(move.read_process, shims) if p is not None]
+    if daemon is None:
+        return f"moved: the new daemon is not running; {len(held)} shim(s) held in {scope}"
+    if not held:
+        return (f"restarted on the new dockerd (pid {main_pid}), but no held shim is left: its "
+                f"containers stopped (see `dtenant logs {user}`)")  # fmt: skip
+    if held and all(p.mount_ns == daemon.mount_ns for p in held):
+        return (f"moved to the new dockerd (pid {main_pid}) in its containers' mount "
+                f"namespace; {len(held)} container shim(s) kept running")  # fmt: skip
+    return (f"moved, but the new dockerd (pid {main_pid}) is not in the namespace of the "
+            f"{len(held)} shim(s) held in {scope}")  # fmt: skip
+
+
 def restart_outdated(config: Config) -> list[str]:
-    """Move daemons that run an outdated binary (binaries.py) to the new one, where that
-    costs their users nothing: a daemon with no running container and no open API
-    connection stops, and its socket starts the new dockerd at the next command. One
-    with running containers is kept and named: its containers run under its own
-    containerd, in its own mount namespace, and stop with it (no live-restore across a
-    restart here), so only its user or the administrator can choose the moment
-    (`dtenant restart USER`; restart policies bring them back)."""
+    """Move daemons that run an outdated binary (binaries.py) to the new one. One with no
+    running container stops, and its socket starts the new dockerd at the next command;
+    one with running containers moves without stopping them (move_daemon); one that
+    cannot move safely is kept and named (`dtenant restart USER` stops its containers,
+    restart policies bring them back). A daemon with a client connected (a build, an
+    attached terminal) is left for the next pass."""
     from dtenant_session import reaper, status  # they import this module
 
     rows = [r for r in status.collect() if r.outdated]
@@ -448,15 +533,12 @@ def restart_outdated(config: Config) -> list[str]:
         allocation = allocations.get(row.user)
         if allocation is None:
             continue
-        if row.running_containers != 0:
-            running = "?" if row.running_containers is None else row.running_containers
-            steps.append(f"{row.user}: kept: runs an outdated {stale} and {running} "
-                         f"container(s) that would stop; `dtenant restart {row.user}` "
-                         f"when convenient")  # fmt: skip
-            continue
         if connections.get(row.socket):
             steps.append(f"{row.user}: kept for now: runs an outdated {stale}, and a client "
                          f"is connected")  # fmt: skip
+            continue
+        if row.running_containers != 0:
+            steps.append(f"{row.user}: {_move_busy(allocation, stale)}")
             continue
         stop_daemon(allocation, config, with_containers=False)
         log.log(f"stopped the daemon running an outdated {stale}; its socket starts the new "
@@ -464,3 +546,14 @@ def restart_outdated(config: Config) -> list[str]:
         steps.append(f"{row.user}: stopped (it ran an outdated {stale} and no container); "
                      f"the next docker command starts the new one")  # fmt: skip
     return steps or ["no daemon runs an outdated binary"]
+
+
+def _move_busy(allocation: Allocation, stale: str) -> str:
+    user = allocation.user
+    try:
+        return move_daemon(allocation)
+    except (NotMoved, systemd.BusError, OSError, ValueError) as exc:
+        log.log(f"not moved from the outdated {stale}: {exc}", priority=log.WARNING,
+                user=user, step="outdated")  # fmt: skip
+        return (f"kept: runs an outdated {stale} and could not move without stopping its "
+                f"containers ({exc}); `dtenant restart {user}` when convenient")  # fmt: skip

@@ -94,10 +94,14 @@ class Bus:
                 future.set_result(result)
 
     async def _run_job(self, member: str, unit: str, mode: str = "replace") -> None:
+        await self._run_job_call(member, unit, "ss", [unit, mode])
+
+    async def _run_job_call(self, member: str, unit: str, signature: str, body: list[Any]
+                            ) -> None:  # fmt: skip
         # Subscribe before starting: a fast job may end before we would listen.
         await self._subscribe_jobs()
         started = time.monotonic()
-        (job,) = await self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, member, "ss", [unit, mode])
+        (job,) = await self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, member, signature, body)
         result = self._finished.pop(job, None)
         if result is None:
             future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -116,6 +120,27 @@ class Bus:
     async def stop_later(self, unit: str) -> None:
         """Queue a stop job and return at once: systemd carries it out on its own."""
         await self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, "StopUnit", "ss", [unit, "replace"])
+
+    async def start_scope(self, name: str, slice_: str, pids: list[int], before: str) -> None:
+        """A transient scope in slice_ that adopts running processes; stopped before the
+        unit `before` at a shutdown, which then still finds them."""
+        from dbus_next.signature import Variant
+
+        properties = [
+            ["Description", Variant("s", f"processes kept from {before} (dtenant)")],
+            ["Slice", Variant("s", slice_)],
+            ["PIDs", Variant("au", pids)],
+            ["Before", Variant("as", [before])],
+        ]
+        await self._run_job_call("StartTransientUnit", name, "ssa(sv)a(sa(sv))",
+                                 [name, "fail", properties, []])  # fmt: skip
+
+    async def invocation_id(self, unit: str) -> str:
+        """The unit's current invocation ($INVOCATION_ID of its processes); "" if none."""
+        (path,) = await self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, "LoadUnit", "s", [unit])
+        (value,) = await self.call(SYSTEMD, path, "org.freedesktop.DBus.Properties", "Get",
+                                   "ss", [f"{SYSTEMD}.Unit", "InvocationID"])  # fmt: skip
+        return bytes(value.value).hex()
 
     async def reload(self, unit: str) -> None:
         await self._run_job("ReloadUnit", unit)

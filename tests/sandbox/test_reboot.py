@@ -246,8 +246,8 @@ def _replace_binary(lab: host.Lab, path: str) -> None:
 
 
 def test_an_update_shows_and_moves_outdated_daemons(lab: host.Lab, after_boot: AfterBoot) -> None:
-    """The idle daemon moves to the new dockerd at once; the one running containers is
-    named and kept (its containers run under its own containerd and would stop)."""
+    """The idle daemon stops (its socket starts the new dockerd); the one running
+    containers moves without stopping them (test_move.py looks closer)."""
     lab.ssh("bob", "docker ps -q")  # bob's daemon runs, with no container
     assert _outdated(lab)["bob"] == []
     _replace_binary(lab, "/usr/sbin/dockerd")
@@ -259,8 +259,9 @@ def test_an_update_shows_and_moves_outdated_daemons(lab: host.Lab, after_boot: A
     moved = lab.run(["dtenant", "restart", "--outdated"]).stdout
     assert _property(lab, "docker@bob.service", "ActiveState") == "inactive", moved
     assert _property(lab, "docker@alice.service", "ActiveState") == "active", moved
-    assert "alice: kept" in moved
+    assert "alice: moved" in moved
     assert len(_as_root(lab, "alice", "ps -q").split()) == len(RESTARTING)
+    assert _outdated(lab)["alice"] == []
     assert lab.ssh("bob", f"docker run --rm {IMAGE} echo ok").stdout.strip() == "ok"
     assert _outdated(lab)["bob"] == []
 

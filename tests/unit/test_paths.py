@@ -19,7 +19,7 @@ LITERAL = re.compile(r"(?:/etc/dtenant|/var/lib/dtenant|/run/dtenant|/run/docker
 # @{PAM_USER}, prose's USER.
 USER = re.compile(r"%I|\$user|@\{PAM_USER\}|USER")
 LIBEXEC = ["pam-hook", "pam-hook.sh", "provision-at-login", "check-tenant", "authz",
-           "daemon-failed", "stop-daemon"]  # fmt: skip
+           "daemon-failed", "stop-daemon", "start-daemon"]  # fmt: skip
 
 
 def known() -> set[str]:

@@ -179,11 +179,12 @@ def test_unit_dropins_use_numbers_and_refuse_paths_systemd_would_misread() -> No
             render.service_dropin(ALICE, [bad])
 
 
-def test_orphan_scopes_are_the_container_scopes_of_the_slice(tmp_path: Path) -> None:
+def test_orphan_scopes_are_the_container_and_held_scopes_of_the_slice(tmp_path: Path) -> None:
     from dtenant_session import daemonstop
 
     group = tmp_path / "systemd" / "dtenant.slice" / "dtenant-alice.slice"
-    for name in ("docker-abc.scope", "docker-def.scope", "docker@alice.service", "other"):
+    for name in ("docker-abc.scope", "docker-def.scope", "docker@alice.service", "other",
+                 "dtenant-moved-alice-1.scope"):  # fmt: skip
         (group / name).mkdir(parents=True)
     found = daemonstop.orphan_scopes("/dtenant.slice/dtenant-alice.slice", str(tmp_path))
-    assert found == ["docker-abc.scope", "docker-def.scope"]
+    assert found == ["docker-abc.scope", "docker-def.scope", "dtenant-moved-alice-1.scope"]
