@@ -201,10 +201,11 @@ def _converge(
     if not wanted.disk_size and stale.exists():  # a cap removed before its disk was made
         stale.unlink()
         units_changed = True
-    tenant_units = [*wanted.units, *wanted.mounts]
+    dropins: dict[str, list[str]] = {unit: [] for unit in (*wanted.units, *wanted.mounts)}
+    dropins |= {t.service_unit: [str(t.service_dropin)], t.socket_unit: [str(t.socket_dropin)]}
 
     async def reload_if_needed(bus: systemd.Bus) -> None:
-        if await bus.needs_reload(tenant_units):
+        if await bus.needs_reload(dropins):
             await bus.reload_daemon()
 
     if wanted.disk_size:

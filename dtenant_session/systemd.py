@@ -167,12 +167,15 @@ class Bus:
     async def reload_daemon(self) -> None:
         await self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, "Reload")
 
-    async def needs_reload(self, units: list[str]) -> bool:
-        """Whether systemd must reload to see changed files of these units. A unit it has
-        not loaded reads its files, drop-ins included, when first used: only a loaded one
-        whose files changed (or that did not load cleanly) needs the reload, which every
-        other login and unit operation of the host waits for."""
-        for unit in units:
+    async def needs_reload(self, dropins: dict[str, list[str]]) -> bool:
+        """Whether systemd must reload to see changed files of these units (unit -> the
+        drop-ins it must have). A unit systemd has not loaded reads its files, drop-ins
+        included, when first used; a loaded one needs the reload when its files changed
+        (NeedDaemonReload), when it did not load cleanly, or when a drop-in is missing
+        from it: systemd 252 does not notice a drop-in directory that appeared after its
+        last reload (its unit path cache), not even in NeedDaemonReload. The reload makes
+        every other login and unit operation of the host wait."""
+        for unit, wanted in dropins.items():
             try:
                 (path,) = await self.call(SYSTEMD, SYSTEMD_PATH, MANAGER, "GetUnit", "s", [unit])
             except BusError as exc:
@@ -182,7 +185,9 @@ class Bus:
             (values,) = await self.call(SYSTEMD, path, "org.freedesktop.DBus.Properties",
                                         "GetAll", "s", [f"{SYSTEMD}.Unit"])  # fmt: skip
             state = getattr(values.get("LoadState"), "value", "")
-            if state != "loaded" or getattr(values.get("NeedDaemonReload"), "value", True):
+            stale = getattr(values.get("NeedDaemonReload"), "value", True)
+            known = set(getattr(values.get("DropInPaths"), "value", []))
+            if state != "loaded" or stale or not set(wanted) <= known:
                 return True
         return False
 

@@ -239,6 +239,10 @@ def test_a_first_login_reloads_no_unit(lab: host.Lab) -> None:
     uid = lab.run(["id", "-u", "dora"]).stdout.strip()
     owner = lab.run(["stat", "-c", "%u %a", "/run/docker-dora.sock"]).stdout.split()
     assert owner == [uid, "600"]
+    # ... and its units have their drop-ins all the same: systemd read them at first use.
+    shown = lab.run(["systemctl", "show", "-p", "DropInPaths", "-p", "BindPaths", "--value",
+                     "docker@dora.service"]).stdout  # fmt: skip
+    assert "docker@dora.service.d/" in shown and "/home/dora" in shown
     time.sleep(1)  # journald writes asynchronously
     assert _reloads(lab) == before
 

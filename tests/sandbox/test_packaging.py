@@ -200,11 +200,12 @@ def test_an_upgrade_from_0_1_keeps_data_and_moves_it_to_the_tenants_own_ids(
 
     # The data is all there, with the same ids inside the containers as before.
     check = f"""
+        set -e
         docker ps -a --format '{{{{.Names}}}}' | sort | tr '\\n' ' '; echo
         docker run --rm -v data:/v -w /v {IMAGE} sh -c 'cat f; stat -c "%u:%g %a" f suid deep/a/b/c'
         docker images -q {IMAGE}
     """
-    lines = lab.ssh("olduser", check).stdout.splitlines()
+    lines = lab.ssh("olduser", check).stdout.splitlines()  # a failure shows its stderr
     assert lines[0].split() == ["idle", "svc"]
     assert lines[1:5] == ["kept", "1000:1000 644", "0:0 4755", "0:0 644"]
     assert lines[5]
