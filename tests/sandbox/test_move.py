@@ -102,10 +102,11 @@ def test_an_update_moves_a_busy_daemon_without_stopping_its_containers(
     assert {name: _state(lab, name) for name in before} == before, moved
     assert _docker(lab, "exec later echo exec-ok") == "exec-ok"
 
-    # A stop is still a stop: every container, every held shim, nothing left.
+    # A stop is still a stop: every container, every held shim, nothing left (of its own:
+    # other tenants' moved daemons of the session may hold theirs).
     lab.run(["systemctl", "stop", f"docker@{USER}.service"])
     assert _slice_processes(lab) == []
-    held = lab.run(["systemctl", "list-units", "--all", "--no-legend", "dtenant-moved-*"])
+    held = lab.run(["systemctl", "list-units", "--all", "--no-legend", f"dtenant-moved-{USER}-*"])
     assert held.stdout.strip() == ""
     assert _docker(lab, "ps -q") == ""  # the socket starts the daemon again
     assert _docker(lab, "inspect -f '{{.State.Running}}' keep web later").split() == ["false"] * 3
@@ -119,9 +120,9 @@ def test_a_moved_daemon_that_crashes_leaves_nothing_behind(lab: host.Lab, busy: 
     assert f"{USER}: moved" in moved, moved
     lab.sh(f"kill -9 $(systemctl show -p MainPID --value docker@{USER}.service)")
     lab.sh(f"for i in $(seq 100); do systemctl is-active -q docker@{USER}.service"
-           f" && [ -z \"$(systemctl list-units --all --no-legend 'dtenant-moved-*')\" ]"
+           f" && [ -z \"$(systemctl list-units --all --no-legend 'dtenant-moved-{USER}-*')\" ]"
            " && break; sleep 0.2; done")  # fmt: skip
-    assert lab.run(["systemctl", "list-units", "--all", "--no-legend", "dtenant-moved-*"]
+    assert lab.run(["systemctl", "list-units", "--all", "--no-legend", f"dtenant-moved-{USER}-*"]
                    ).stdout.strip() == ""  # fmt: skip
     assert _docker(lab, "ps -q") == ""
     assert lab.ssh(USER, f"docker run --rm {IMAGE} echo new-ok").stdout.strip() == "new-ok"
