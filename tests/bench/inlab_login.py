@@ -172,36 +172,41 @@ def ssh_figures(rounds: int) -> dict[str, float]:
     }
 
 
+def cli_as(uid: int, home: str, host: str) -> list[str]:
+    """The docker CLI as uid, talking to host's socket. setpriv, not runuser or su: no PAM
+    session (and no login hook) in the measurement."""
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--init-groups", "env",
+            f"HOME={home}", f"DOCKER_HOST=unix://{host}", "docker"]  # fmt: skip
+
+
+SYSTEM_USER = "benchsys"  # the system daemon's user: in the docker group, as is usual
+
+
+def docker_group_cli(host: str) -> list[str]:
+    """The CLI as an ordinary user of the docker group: started as dtenant's is."""
+    add_user(SYSTEM_USER)
+    run(["usermod", "-a", "-G", "docker", SYSTEM_USER])
+    uid = int(run(["id", "-u", SYSTEM_USER]).stdout)
+    return cli_as(uid, f"/home/{SYSTEM_USER}", host)
+
+
 def docker_figures(rounds: int) -> dict[str, float]:
     unit = "docker@benchhot.service"
     uid = int(run(["id", "-u", "benchhot"]).stdout)
-    # setpriv, not runuser or su: no PAM session (and no login hook) in the measurement.
-    as_user = [
-        "setpriv",
-        f"--reuid={uid}",
-        f"--regid={uid}",
-        "--init-groups",
-        "env",
-        "HOME=/home/benchhot",
-        "DOCKER_HOST=unix:///run/docker-benchhot.sock",
-    ]
+    as_user = cli_as(uid, "/home/benchhot", "/run/docker-benchhot.sock")
     # The system daemon's user: an ordinary account in the docker group, started the same
     # way (setpriv --init-groups itself costs ~1.5 ms, so root would not be a fair side).
-    add_user("benchsys")
-    run(["usermod", "-a", "-G", "docker", "benchsys"])
-    sys_uid = int(run(["id", "-u", "benchsys"]).stdout)
-    as_system = ["setpriv", f"--reuid={sys_uid}", f"--regid={sys_uid}", "--init-groups", "env",
-               "HOME=/home/benchsys", "DOCKER_HOST=unix:///run/docker.sock"]  # fmt: skip
+    as_system = docker_group_cli("/run/docker.sock")
     first = []
     for _ in range(max(3, rounds // 5)):
         run(["systemctl", "stop", unit])
         # docker@.service allows 3 starts a minute (crash loops); these are deliberate.
         run(["systemctl", "reset-failed", unit])
-        first.append(timed(lambda: run([*as_user, "docker", "version"])))
+        first.append(timed(lambda: run([*as_user, "version"])))
     tenant, system = [], []
     for _ in range(rounds):
-        tenant.append(timed(lambda: run([*as_user, "docker", "ps"])))
-        system.append(timed(lambda: run([*as_system, "docker", "ps"])))
+        tenant.append(timed(lambda: run([*as_user, "ps"])))
+        system.append(timed(lambda: run([*as_system, "ps"])))
     return {
         "first_command_ms": median_ms(first),
         "first_command_max_ms": round(max(first) * 1000, 1),
@@ -241,18 +246,7 @@ def memory_figures() -> dict[str, float]:
     run(["dtenant", "provision", "benchidle"])
     idle = run(["systemctl", "show", "-p", "MainPID", "--value", "docker@benchidle.service"])
     uid = int(run(["id", "-u", "benchhot"]).stdout)
-    run(
-        [
-            "setpriv",
-            f"--reuid={uid}",
-            f"--regid={uid}",
-            "--init-groups",
-            "env",
-            "DOCKER_HOST=unix:///run/docker-benchhot.sock",
-            "docker",
-            "ps",
-        ]
-    )
+    run([*cli_as(uid, "/home/benchhot", "/run/docker-benchhot.sock"), "ps"])
     time.sleep(3)
     dockerd = rss_kib(unit_pids("docker@benchhot.service"))  # with its own containerd
     plugin = rss_kib([main_pid("dtenant-authz@benchhot.service")])

@@ -32,7 +32,15 @@ sys.path.append(str(Path(__file__).resolve().parents[2]))
 
 from tests import testimage
 from tests.bench import peers
-from tests.bench.inlab_login import add_user, rss_kib, run, timed, unit_pids
+from tests.bench.inlab_login import (
+    add_user,
+    cli_as,
+    docker_group_cli,
+    rss_kib,
+    run,
+    timed,
+    unit_pids,
+)
 
 FLOORS = str(Path(__file__).with_name("floors.py"))
 CALLS = 200
@@ -92,12 +100,6 @@ def wait_for(socket_path: str, timeout: float = 60.0) -> None:
     raise SystemExit(f"no daemon answers on {socket_path}")
 
 
-def cli_as(uid: int, home: str, host: str) -> list[str]:
-    # setpriv, not runuser or su: no PAM session (and no login hook) in the measurement.
-    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--init-groups", "env",
-            f"HOME={home}", f"DOCKER_HOST=unix://{host}", "docker"]  # fmt: skip
-
-
 def units_mib(*units: str) -> float:
     return round(rss_kib([pid for unit in units for pid in unit_pids(unit)]) / 1024, 1)
 
@@ -131,17 +133,6 @@ def tenant_floor_side() -> Side:
     side = dtenant_side(FLOOR_TENANT, "floor: dtenant daemon, no-op plugin")
     side.cold = side.memory = None
     return side
-
-
-SYSTEM_USER = "benchsys"  # the system daemon's user: in the docker group, as is usual
-
-
-def docker_group_cli(host: str) -> list[str]:
-    """The CLI as an ordinary user of the docker group: started as dtenant's is."""
-    add_user(SYSTEM_USER)
-    run(["usermod", "-a", "-G", "docker", SYSTEM_USER])
-    uid = int(run(["id", "-u", SYSTEM_USER]).stdout)
-    return cli_as(uid, f"/home/{SYSTEM_USER}", host)
 
 
 def system_side() -> Side:
