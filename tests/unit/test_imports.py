@@ -49,3 +49,15 @@ def test_hot_programs_import_only_the_standard_library(
     assert foreign == [], f"{program} imports {foreign}"
     own = {m.removeprefix(f"{OWN}.") for m in loaded if m.startswith(f"{OWN}.")}
     assert own == allowed, f"{program} imports {sorted(own - allowed)} beyond what it did"
+
+
+def test_the_authorization_plugin_loads_no_heavy_module() -> None:
+    """Every tenant runs a plugin: what it imports is memory of every active tenant's
+    (http.client alone brings ssl, libcrypto and the email package, ~5 MiB)."""
+    modules = ["dtenant_session.authz", "dtenant_session.policy", "dtenant_session.config",
+               "dtenant_session.dockerapi"]  # fmt: skip
+    loaded = json.loads(subprocess.run([sys.executable, "-I", "-c", PROBE, str(CHECKOUT),
+                                        *modules], capture_output=True, text=True,
+                                       check=True).stdout)  # fmt: skip
+    heavy = {"ssl", "email", "http"}
+    assert sorted(m for m in loaded if m.split(".")[0] in heavy) == []
