@@ -25,10 +25,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from dtenant_session import activity, log
 from dtenant_session.dockerapi import REAPER_AGENT
+
+# What the plugin imports is memory of every active tenant's, for as long as its daemon
+# runs: typing only for the type checker, the configuration read in a child process
+# (read_settings).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 IDLE_EXIT = 600.0  # seconds without a request before the plugin exits
 # Touch the activity file at most this often: the reaper's last look before a stop reads
@@ -46,7 +52,8 @@ LARGE_REQUEST = 64 << 10
 LARGE_AT_ONCE = 4
 
 Decision = tuple[bool, str]
-Policy = Callable[[dict[str, Any]], Decision]
+if TYPE_CHECKING:
+    Policy = Callable[[dict[str, Any]], Decision]
 
 
 def deny_all(reason: str) -> Policy:
@@ -83,9 +90,36 @@ class PolicyUnavailable(Exception):
 
 def build_policy(user: str) -> Policy:
     """The configured policy for user, or PolicyUnavailable saying why not."""
+    from dtenant_session import policy
+
+    found = read_settings(user)
+    try:
+        fields: dict[str, Any] = {key: tuple(value) if isinstance(value, list) else value
+                                  for key, value in found["rules"].items()}  # fmt: skip
+        rules = policy.Rules(**fields)
+        tenant = policy.Tenant(user=user, home=found["home"], networks_pool=found["pool"],
+                               bind_roots=tuple(found["roots"]))  # fmt: skip
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise PolicyUnavailable(f"the configuration reader's answer lacks {exc}") from None
+    look = policy.Lookups(resolve=resolve, container=lambda name: inspect(user, name),
+                          containers=lambda: containers(user, rules.max_containers))  # fmt: skip
+
+    reads = policy.KnownReads()
+
+    def decide(request: dict[str, Any]) -> Decision:
+        return policy.authorize(request, rules, tenant, look, reads)
+
+    return decide
+
+
+def policy_settings(user: str) -> dict[str, Any]:
+    """What the policy needs of the configuration and the system: the [policy] rules,
+    the user's home, the tenant's networks and its bind roots resolved. PolicyUnavailable
+    saying why when it cannot be had. Runs in read_settings' child."""
+    import dataclasses
     import pwd
 
-    from dtenant_session import config, paths, policy
+    from dtenant_session import config, paths
     from dtenant_session.errors import DtenantError
 
     try:
@@ -93,23 +127,86 @@ def build_policy(user: str) -> Policy:
         home = os.path.realpath(pwd.getpwnam(user).pw_dir, strict=True)
         with open(f"{paths.TENANTS_DIR}/{user}/daemon.json") as stream:
             pool = json.load(stream)["default-address-pools"][0]["base"]
-    except (DtenantError, OSError, KeyError, IndexError, ValueError) as exc:
+        roots = [resolve(root.replace("{home}", home).replace("{user}", user))
+                 for root in settings.policy.bind_roots]  # fmt: skip
+    except (DtenantError, OSError, KeyError, IndexError, ValueError, TypeError) as exc:
         raise PolicyUnavailable(str(exc)) from None
-    roots = tuple(
-        resolve(root.replace("{home}", home).replace("{user}", user))
-        for root in settings.policy.bind_roots
-    )
-    tenant = policy.Tenant(user=user, home=home, networks_pool=pool, bind_roots=roots)
-    cap = settings.policy.max_containers
-    look = policy.Lookups(resolve=resolve, container=lambda name: inspect(user, name),
-                          containers=lambda: containers(user, cap))  # fmt: skip
+    rules = dataclasses.asdict(settings.policy)
+    return {"rules": rules, "home": home, "pool": pool, "roots": roots}
 
-    reads = policy.KnownReads()
 
-    def decide(request: dict[str, Any]) -> Decision:
-        return policy.authorize(request, settings.policy, tenant, look, reads)
+def print_settings(user: str) -> int:
+    """The child's side of read_settings: one JSON object on stdout."""
+    try:
+        answer: dict[str, Any] = {"settings": policy_settings(user)}
+    except PolicyUnavailable as exc:
+        answer = {"unavailable": str(exc)}
+    sys.stdout.write(json.dumps(answer))
+    return 0
 
-    return decide
+
+SETTINGS_TIMEOUT = 30.0  # seconds for the child to read the configuration
+SETTINGS_MAX = 1 << 20
+# The child: this module run by the same interpreter, as the plugin itself runs.
+_CHILD = ("import sys; sys.path.insert(0, sys.argv[1]); from dtenant_session import authz; "
+          "sys.exit(authz.print_settings(sys.argv[2]))")  # fmt: skip
+
+
+def read_settings(user: str) -> dict[str, Any]:
+    """policy_settings(user) computed in a child process, or PolicyUnavailable.
+
+    Not in this process: the configuration's TOML parser, typing, dataclasses' helpers,
+    pathlib and config.py itself (~2 MiB) would stay in the plugin's memory as long as
+    its daemon runs, for a read at start and at each change of the configuration."""
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    argv = [sys.executable, "-I", "-S", "-c", _CHILD, package_root, user]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
+    read_end, write_end = os.pipe()
+    try:
+        pid = os.posix_spawn(sys.executable, argv, environment,
+                             file_actions=[(os.POSIX_SPAWN_DUP2, write_end, 1)])  # fmt: skip
+    except OSError as exc:
+        os.close(read_end)
+        raise PolicyUnavailable(f"the configuration reader cannot start ({exc})") from None
+    finally:
+        os.close(write_end)
+    try:
+        output = _child_output(read_end, pid)
+    finally:
+        os.close(read_end)
+        status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    try:
+        answer = json.loads(output)
+    except ValueError:
+        answer = None
+    if status != 0 or not isinstance(answer, dict):
+        raise PolicyUnavailable(f"the configuration reader failed (exit status {status})")
+    if "unavailable" in answer:
+        raise PolicyUnavailable(str(answer["unavailable"]))
+    settings = answer.get("settings")
+    if not isinstance(settings, dict):
+        raise PolicyUnavailable("the configuration reader answered no settings")
+    return settings
+
+
+def _child_output(stream: int, pid: int) -> bytes:
+    """What the child wrote, within SETTINGS_TIMEOUT and SETTINGS_MAX (killed beyond)."""
+    import select
+    import signal
+
+    deadline = time.monotonic() + SETTINGS_TIMEOUT
+    chunks: list[bytes] = []
+    size = 0
+    while (left := deadline - time.monotonic()) > 0 and size <= SETTINGS_MAX:
+        if not select.select([stream], [], [], left)[0]:
+            break
+        chunk = os.read(stream, 64 << 10)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+    os.kill(pid, signal.SIGKILL)
+    return b""
 
 
 CONFIG_CHECK_EVERY = 1.0  # seconds between two looks at the configuration's files
@@ -459,7 +556,9 @@ def inherited_socket() -> socket.socket:
     """The listening socket systemd passed (sd_listen_fds(3))."""
     if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
         raise SystemExit("dtenant authz: expects exactly one socket from systemd (LISTEN_FDS)")
-    return socket.socket(fileno=SD_LISTEN_FDS_START)
+    listener = socket.socket(fileno=SD_LISTEN_FDS_START)
+    listener.set_inheritable(False)  # not into the configuration reader (read_settings)
+    return listener
 
 
 def serve(user: str, policy: Policy, idle_exit: float = IDLE_EXIT) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
@@ -198,3 +199,63 @@ def test_a_plugin_without_a_policy_builds_it_as_soon_as_it_can(
                           "ask the administrator")  # fmt: skip
     assert policy({}) == (True, "")
     assert policy({}) == (True, "") and len(attempts) == 3  # valid: built again only on change
+
+
+def test_the_configuration_is_read_in_a_child_that_names_what_is_wrong() -> None:
+    with pytest.raises(authz.PolicyUnavailable, match="dtenant-no-such-user"):
+        authz.read_settings("dtenant-no-such-user")
+
+
+@pytest.mark.parametrize(
+    ("child", "reason"),
+    [
+        ("raise SystemExit(3)", r"the configuration reader failed \(exit status 3\)"),
+        ("print('not json')", r"the configuration reader failed \(exit status 0\)"),
+        ("print('{}')", "the configuration reader answered no settings"),
+        ("import time; time.sleep(60)", r"the configuration reader failed \(exit status -9\)"),
+        ("import sys; sys.stdout.write('x' * (3 << 20))", r"failed \(exit status -9\)"),
+    ],
+)
+def test_a_configuration_reader_that_fails_leaves_the_plugin_without_a_policy(
+    monkeypatch: pytest.MonkeyPatch, child: str, reason: str
+) -> None:
+    monkeypatch.setattr(authz, "_CHILD", child)
+    monkeypatch.setattr(authz, "SETTINGS_TIMEOUT", 2.0)
+    with pytest.raises(authz.PolicyUnavailable, match=reason):
+        authz.read_settings("alice")
+
+
+def test_the_policy_is_built_from_the_childs_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    rules: dict[str, object] = {"max_containers": 0, "log_drivers": ["json-file"]}
+    settings = {"rules": rules, "home": "/home/alice", "pool": "10.128.16.0/20",
+                "roots": ["/home/alice"]}  # fmt: skip
+    monkeypatch.setattr(authz, "read_settings", lambda user: settings)
+    decide = authz.build_policy("alice")
+    assert decide({"RequestMethod": "GET", "RequestUri": "/v1.41/containers/json"})[0] is True
+    privileged = {"RequestMethod": "POST", "RequestUri": "/v1.41/containers/create",
+                  "RequestBody": "eyJIb3N0Q29uZmlnIjogeyJQcml2aWxlZ2VkIjogdHJ1ZX19"}  # fmt: skip
+    assert decide(privileged)[0] is False
+    settings["rules"] = {"no_such_rule": 1}
+    with pytest.raises(authz.PolicyUnavailable, match="no_such_rule"):
+        authz.build_policy("alice")
+
+
+def test_the_child_reads_rules_home_networks_and_resolved_bind_roots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import getpass
+    import os
+
+    from dtenant_session import config, paths
+
+    me = getpass.getuser()
+    (tmp_path / me).mkdir()
+    (tmp_path / me / "daemon.json").write_text(
+        json.dumps({"default-address-pools": [{"base": "10.128.16.0/20", "size": 24}]})
+    )
+    monkeypatch.setattr(paths, "TENANTS_DIR", str(tmp_path))
+    monkeypatch.setattr(config, "load", lambda: config.Config())
+    found = authz.policy_settings(me)
+    home = os.path.realpath(os.path.expanduser("~" + me))
+    assert found == {"rules": dataclasses.asdict(config.Config().policy), "home": home,
+                     "pool": "10.128.16.0/20", "roots": [home]}  # fmt: skip
