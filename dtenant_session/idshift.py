@@ -24,12 +24,15 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dtenant_session import files, treewalk
+from dtenant_session import files, ownerstamp, treewalk
 from dtenant_session.subid import ID_BLOCK, Range
 
 CAPABILITY = "security.capability"
 VFS_CAP_REVISION_3 = 0x03000000
-MARKER = ".dtenant-idshift"
+# In ownerstamp, which the pre-start check imports: this module's dataclasses would cost
+# it ~8 ms at every daemon start.
+MARKER = ownerstamp.IDSHIFT_MARKER
+state_dirs = ownerstamp.state_dirs
 
 
 @dataclass(frozen=True)
@@ -235,17 +238,3 @@ def run(data_root: str, move: Move) -> None:
     retarget(source, source, target)
     os.rename(source, target)
     os.unlink(os.path.join(data_root, MARKER))
-
-
-def state_dirs(data_root: str) -> list[str]:
-    """Docker's per-map state directories ("UID.GID") under a data-root."""
-    try:
-        names = os.listdir(data_root)
-    except FileNotFoundError:
-        return []
-    return sorted(n for n in names if _is_pair(n))
-
-
-def _is_pair(name: str) -> bool:
-    first, dot, second = name.partition(".")
-    return bool(dot) and first.isdigit() and second.isdigit()

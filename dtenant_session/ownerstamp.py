@@ -56,3 +56,21 @@ def claim(user: str, uid: int) -> None:
 def rename(user: str, uid: int) -> None:
     """After a rename: the same host and uid, the new name."""
     files.replace(path(user), json.dumps({**read(user), "user": user, "uid": uid}), files.PRIVATE)
+
+
+# A move of the data-root to a new id map is under way (idshift.py).
+IDSHIFT_MARKER = ".dtenant-idshift"
+
+
+def state_dirs(data_root: str) -> list[str]:
+    """Docker's per-map state directories ("UID.GID") under a data-root."""
+    try:
+        names = os.listdir(data_root)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if _is_pair(n))
+
+
+def _is_pair(name: str) -> bool:
+    first, dot, second = name.partition(".")
+    return bool(dot) and first.isdigit() and second.isdigit()

@@ -120,7 +120,7 @@ def check_mapping(user: str, id_base: int) -> list[Finding]:
     nothing of an older map is left in its data-root."""
     import pwd
 
-    from dtenant_session import idshift, subid
+    from dtenant_session import subid
 
     if not id_base:
         return [Finding(user, "ids", "has no container ids of its own yet (a tenant of 0.1)",
@@ -142,8 +142,8 @@ def check_mapping(user: str, id_base: int) -> list[Finding]:
     problems = subid.mapping_problems(texts, id_base, account, own)
     found = [Finding(user, "ids", problem, advice=advice) for problem in problems]
     root = data_root(user)
-    stale = [d for d in idshift.state_dirs(root) if d != f"{id_base}.{id_base}"]
-    if stale or os.path.exists(os.path.join(root, idshift.MARKER)):
+    stale = [d for d in ownerstamp.state_dirs(root) if d != f"{id_base}.{id_base}"]
+    if stale or os.path.exists(os.path.join(root, ownerstamp.IDSHIFT_MARKER)):
         found.append(Finding(user, "ids", f"data of an older id map in {root} "
                              f"({', '.join(stale) or 'a move under way'})",
                              advice="run `dtenant setup` to finish moving it"))  # fmt: skip

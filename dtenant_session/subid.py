@@ -28,7 +28,6 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from dtenant_session import files
 from dtenant_session.errors import DtenantError
@@ -43,11 +42,26 @@ class SubidError(DtenantError):
     pass
 
 
-@dataclass(frozen=True)
 class Range:
-    name: str
-    start: int
-    count: int
+    """One line of /etc/subuid or /etc/subgid. Not a dataclass: the pre-start check of
+    every daemon reads these, and dataclasses costs ~5 ms of imports there."""
+
+    __slots__ = ("count", "name", "start")
+
+    def __init__(self, name: str, start: int, count: int) -> None:
+        self.name, self.start, self.count = name, start, count
+
+    def _key(self) -> tuple[str, int, int]:
+        return self.name, self.start, self.count
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Range) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Range(name={self.name!r}, start={self.start!r}, count={self.count!r})"
 
     @property
     def end(self) -> int:
