@@ -116,7 +116,6 @@ def policy_settings(user: str) -> dict[str, Any]:
     """What the policy needs of the configuration and the system: the [policy] rules,
     the user's home, the tenant's networks and its bind roots resolved. PolicyUnavailable
     saying why when it cannot be had. Runs in read_settings' child."""
-    import dataclasses
     import pwd
 
     from dtenant_session import config, paths
@@ -131,7 +130,7 @@ def policy_settings(user: str) -> dict[str, Any]:
                  for root in settings.policy.bind_roots]  # fmt: skip
     except (DtenantError, OSError, KeyError, IndexError, ValueError, TypeError) as exc:
         raise PolicyUnavailable(str(exc)) from None
-    rules = dataclasses.asdict(settings.policy)
+    rules = settings.policy.as_dict()
     return {"rules": rules, "home": home, "pool": pool, "roots": roots}
 
 

@@ -21,7 +21,7 @@ def _config(args: argparse.Namespace) -> int:
     if args.json:
         print(settings.to_json())
         return 0
-    for section, values in asdict(settings).items():
+    for section, values in settings.as_dict().items():
         if section == "files":
             continue
         print(f"[{section}]")

@@ -126,8 +126,12 @@ class Config:
     daemon: Daemon = field(default_factory=Daemon)
     files: tuple[str, ...] = ()  # the files this configuration was read from
 
+    def as_dict(self) -> dict[str, Any]:
+        """Every section as a table ([policy] is no dataclass: the plugin imports it)."""
+        return {**asdict(self), "policy": self.policy.as_dict()}
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, default=list)
+        return json.dumps(self.as_dict(), indent=2, default=list)
 
 
 SECTIONS: dict[str, type] = {
@@ -204,8 +208,13 @@ def load(
     return config
 
 
+def section_keys(cls: type) -> tuple[str, ...]:
+    """A section's keys in order: a dataclass's fields, policy.Rules' own list."""
+    return Rules.FIELDS if cls is Rules else tuple(f.name for f in fields(cls))
+
+
 def _build(section: str, cls: type, values: dict[str, tuple[Any, str]]) -> Any:
-    known = {f.name: f for f in fields(cls)}
+    known = section_keys(cls)
     kwargs: dict[str, Any] = {}
     for key, (value, file) in values.items():
         if key not in known:

@@ -20,10 +20,10 @@ import posixpath
 import re
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-# typing only for the type checker: the authorization plugin of every active tenant
-# imports this module, and typing is ~0.8 MiB of its memory (authz.py).
+# typing only for the type checker, and plain slotted classes rather than dataclasses:
+# the authorization plugin of every active tenant imports this module, and typing is
+# ~0.8 MiB of its memory, dataclasses (with inspect, ast and dis) ~1 MiB (authz.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -34,13 +34,13 @@ Inspect = Callable[[str], bytes]  # container name or id -> the daemon's inspect
 Count = Callable[[], int]  # how many containers the daemon has, running or not
 
 
-@dataclass(frozen=True)
 class Lookups:
     """What the policy asks of the world, injected so that it stays pure and testable."""
 
-    resolve: Resolve
-    container: Inspect
-    containers: Count
+    __slots__ = ("container", "containers", "resolve")
+
+    def __init__(self, resolve: Resolve, container: Inspect, containers: Count) -> None:
+        self.resolve, self.container, self.containers = resolve, container, containers
 
 
 class Denied(Exception):
@@ -49,33 +49,63 @@ class Denied(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+DEFAULT_CAPABILITIES = (
+    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
+    "NET_BIND_SERVICE", "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+    "NET_ADMIN", "SYS_PTRACE",
+)  # fmt: skip
+
+
 class Rules:
-    """The administrator's policy ([policy] in dtenant.toml)."""
+    """The administrator's policy ([policy] in dtenant.toml): config.py reads it, FIELDS
+    in the order the shipped file shows them."""
 
-    # Docker's default capabilities (adding them changes nothing) and a few that only
-    # act inside the container's own namespaces under userns-remap.
-    allowed_capabilities: tuple[str, ...] = (
-        "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
-        "NET_BIND_SERVICE", "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
-        "NET_ADMIN", "SYS_PTRACE",
-    )  # fmt: skip
-    # Where bind mounts may come from; "{home}" is the user's home, "{user}" the name.
-    bind_roots: tuple[str, ...] = ("{home}",)
-    min_host_port: int = 1024
-    log_drivers: tuple[str, ...] = ("json-file", "local", "none")
-    allow_device_requests: bool = False  # --gpus
-    # Containers a tenant may have, running or not (0: no cap): each costs a shim, a
-    # network endpoint and daemon memory, and the slice's limits bound them only in sum.
-    max_containers: int = 100
+    FIELDS = ("allowed_capabilities", "bind_roots", "min_host_port", "log_drivers",
+              "allow_device_requests", "max_containers")  # fmt: skip
+    __slots__ = FIELDS
+
+    def __init__(
+        self,
+        # Docker's default capabilities (adding them changes nothing) and a few that only
+        # act inside the container's own namespaces under userns-remap.
+        allowed_capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES,
+        # Where bind mounts may come from; "{home}" is the user's home, "{user}" the name.
+        bind_roots: tuple[str, ...] = ("{home}",),
+        min_host_port: int = 1024,
+        log_drivers: tuple[str, ...] = ("json-file", "local", "none"),
+        allow_device_requests: bool = False,  # --gpus
+        # Containers a tenant may have, running or not (0: no cap): each costs a shim, a
+        # network endpoint and daemon memory, and the slice's limits bound them only in sum.
+        max_containers: int = 100,
+    ) -> None:
+        self.allowed_capabilities = allowed_capabilities
+        self.bind_roots = bind_roots
+        self.min_host_port = min_host_port
+        self.log_drivers = log_drivers
+        self.allow_device_requests = allow_device_requests
+        self.max_containers = max_containers
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Rules) and self.as_dict() == other.as_dict()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.as_dict().values()))
+
+    def __repr__(self) -> str:
+        return f"Rules({', '.join(f'{k}={v!r}' for k, v in self.as_dict().items())})"
 
 
-@dataclass(frozen=True)
 class Tenant:
-    user: str
-    home: str
-    networks_pool: str  # the tenant's own range for user-defined networks
-    bind_roots: tuple[str, ...] = field(default_factory=tuple)  # resolved, absolute
+    __slots__ = ("bind_roots", "home", "networks_pool", "user")
+
+    def __init__(self, user: str, home: str, networks_pool: str,
+                 bind_roots: tuple[str, ...] = ()) -> None:  # fmt: skip
+        self.user, self.home = user, home
+        self.networks_pool = networks_pool  # the tenant's own range for user-defined networks
+        self.bind_roots = bind_roots  # resolved, absolute
 
 
 # -- strict JSON -------------------------------------------------------------------------
@@ -297,17 +327,19 @@ def _body(request: dict[str, Any], endpoint: str) -> Any:
 OLDEST_API = (1, 24)  # below it, dockerd still applies a HostConfig sent at container start
 
 
-@dataclass(frozen=True)
 class Ask:
     """One request, as the router sees it, and what it is checked against."""
 
-    request: dict[str, Any]  # Docker's authorization request
-    method: str
-    path: str  # normalised, unversioned
-    query: dict[str, list[str]]
-    rules: Rules
-    tenant: Tenant
-    look: Lookups
+    __slots__ = ("look", "method", "path", "query", "request", "rules", "tenant")
+
+    def __init__(self, request: dict[str, Any], method: str, path: str,
+                 query: dict[str, list[str]], rules: Rules, tenant: Tenant,
+                 look: Lookups) -> None:  # fmt: skip
+        self.request = request  # Docker's authorization request
+        self.method = method
+        self.path = path  # normalised, unversioned
+        self.query = query
+        self.rules, self.tenant, self.look = rules, tenant, look
 
 
 Checker = Callable[[Ask], None]

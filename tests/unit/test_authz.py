@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import socket
 import threading
@@ -257,5 +256,5 @@ def test_the_child_reads_rules_home_networks_and_resolved_bind_roots(
     monkeypatch.setattr(config, "load", lambda: config.Config())
     found = authz.policy_settings(me)
     home = os.path.realpath(os.path.expanduser("~" + me))
-    assert found == {"rules": dataclasses.asdict(config.Config().policy), "home": home,
+    assert found == {"rules": config.Config().policy.as_dict(), "home": home,
                      "pool": "10.128.16.0/20", "roots": [home]}  # fmt: skip
