@@ -90,9 +90,10 @@ class PolicyUnavailable(Exception):
 
 def build_policy(user: str) -> Policy:
     """The configured policy for user, or PolicyUnavailable saying why not."""
+    finish = start_reading_settings(user)  # the child reads while the policy module loads
     from dtenant_session import policy
 
-    found = read_settings(user)
+    found = finish()
     try:
         fields: dict[str, Any] = {key: tuple(value) if isinstance(value, list) else value
                                   for key, value in found["rules"].items()}  # fmt: skip
@@ -157,6 +158,12 @@ def read_settings(user: str) -> dict[str, Any]:
     Not in this process: the configuration's TOML parser, typing, dataclasses' helpers,
     pathlib and config.py itself (~2 MiB) would stay in the plugin's memory as long as
     its daemon runs, for a read at start and at each change of the configuration."""
+    return start_reading_settings(user)()
+
+
+def start_reading_settings(user: str) -> Callable[[], dict[str, Any]]:
+    """read_settings in two steps: the child starts now; the function returned waits for
+    its answer (PolicyUnavailable on failure), so the caller's own work overlaps it."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     argv = [sys.executable, "-I", "-S", "-c", _CHILD, package_root, user]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
@@ -169,6 +176,10 @@ def read_settings(user: str) -> dict[str, Any]:
         raise PolicyUnavailable(f"the configuration reader cannot start ({exc})") from None
     finally:
         os.close(write_end)
+    return lambda: _settings_answer(read_end, pid)
+
+
+def _settings_answer(read_end: int, pid: int) -> dict[str, Any]:
     try:
         output = _child_output(read_end, pid)
     finally:

@@ -228,7 +228,7 @@ def test_the_policy_is_built_from_the_childs_settings(monkeypatch: pytest.Monkey
     rules: dict[str, object] = {"max_containers": 0, "log_drivers": ["json-file"]}
     settings = {"rules": rules, "home": "/home/alice", "pool": "10.128.16.0/20",
                 "roots": ["/home/alice"]}  # fmt: skip
-    monkeypatch.setattr(authz, "read_settings", lambda user: settings)
+    monkeypatch.setattr(authz, "start_reading_settings", lambda user: lambda: settings)
     decide = authz.build_policy("alice")
     assert decide({"RequestMethod": "GET", "RequestUri": "/v1.41/containers/json"})[0] is True
     privileged = {"RequestMethod": "POST", "RequestUri": "/v1.41/containers/create",
