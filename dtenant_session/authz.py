@@ -21,6 +21,7 @@ import os
 import re
 import socket
 import socketserver
+import stat
 import sys
 import threading
 import time
@@ -220,36 +221,51 @@ def _child_output(stream: int, pid: int) -> bytes:
 
 
 CONFIG_CHECK_EVERY = 1.0  # seconds between two looks at the configuration's files
+STAMP_READ_MAX = 1 << 20  # bytes of each file compared (dtenant.toml is a few KiB)
 
 
-def configuration_stamp(user: str) -> tuple[tuple[str, int, int], ...]:
-    """The configuration's files and the tenant's daemon.json (its networks) with their
-    inodes and change times: when this changes, the administrator changed the policy."""
+def configuration_stamp(user: str) -> tuple[tuple[object, ...], ...]:
+    """The configuration's files and the tenant's daemon.json (its networks), what the
+    policy is built from: when this changes, the administrator changed the policy."""
     from dtenant_session import paths
 
     try:
         names = sorted(n for n in os.listdir(paths.CONFIG_DROPINS) if n.endswith(".toml"))
     except OSError:
         names = []
-    found = []
-    for path in (paths.CONFIG_FILE, paths.CONFIG_DROPINS,
-                 *(f"{paths.CONFIG_DROPINS}/{name}" for name in names),
-                 f"{paths.TENANTS_DIR}/{user}/daemon.json"):  # fmt: skip
-        try:
-            st = os.stat(path, follow_symlinks=False)
-            found.append((path, st.st_ino, st.st_mtime_ns))
-        except OSError:
-            found.append((path, 0, 0))
-    return tuple(found)
+    return tuple((path, *_file_stamp(path)) for path in (
+        paths.CONFIG_FILE, paths.CONFIG_DROPINS,
+        *(f"{paths.CONFIG_DROPINS}/{name}" for name in names),
+        f"{paths.TENANTS_DIR}/{user}/daemon.json"))  # fmt: skip
+
+
+def _file_stamp(path: str) -> tuple[object, ...]:
+    """A file's inode, kind, owner and mode (config.py refuses a file others may write)
+    and its content, compared whole: a rewrite just after a look may keep the size and
+    time stamp (the file system's clock ticks every few ms), never the content."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        return (exc.errno,)
+    try:
+        st = os.fstat(fd)
+        regular = stat.S_ISREG(st.st_mode)
+        content = os.read(fd, min(st.st_size + 1, STAMP_READ_MAX)) if regular else b""
+    except OSError as exc:
+        return (exc.errno,)
+    finally:
+        os.close(fd)
+    return st.st_ino, st.st_mode, st.st_uid, st.st_gid, content
 
 
 class ReloadingPolicy:
-    """The tenant's policy, built again when the configuration changes (looked at once a
-    second at most): a change of policy reaches a running plugin at once. A change that
-    cannot be built (a typo, a file only root may write) keeps the policy in force: the
-    administrator's last valid one, never none; the journal says why. A plugin that never
-    had a valid policy (it denies everything) tries again at every look: the plugin starts
-    with its daemon, possibly before an administrator has put the tenant right."""
+    """The tenant's policy, built again when the configuration changes: looked at once a
+    second at most (a look reads a few files), so a change of policy decides every
+    request made a second after it, at the latest. A change that cannot be built (a typo,
+    a file only root may write) keeps the policy in force: the administrator's last valid
+    one, never none; the journal says why. A plugin that never had a valid policy (it
+    denies everything) tries again at every look: the plugin starts with its daemon,
+    possibly before an administrator has put the tenant right."""
 
     def __init__(self, user: str) -> None:
         self.user = user

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dtenant_session import command
+from dtenant_session import authz, command
 from tests import testimage
 from tests.lab import host
 
@@ -150,3 +150,10 @@ class Journal:
             if expect in text or time.monotonic() > deadline:
                 return text
             time.sleep(0.2)
+
+
+def policy_in_force(changed: float) -> None:
+    """Wait until the plugins decide by a configuration changed at time.monotonic()
+    `changed`: a plugin looks at the configuration once a second at most, so every request
+    made a second after the change is decided by it (authz.ReloadingPolicy)."""
+    time.sleep(max(0.0, changed + authz.CONFIG_CHECK_EVERY + 0.2 - time.monotonic()))

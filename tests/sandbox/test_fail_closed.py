@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests import testimage
 from tests.lab import host
-from tests.sandbox.conftest import RAWAPI
+from tests.sandbox.conftest import RAWAPI, policy_in_force
 
 IMAGE = testimage.IMAGE
 DENIED = "authorization denied by plugin dtenant-alice: dtenant:"
@@ -75,9 +76,12 @@ def test_an_oom_score_below_zero_is_denied(lab: host.Lab, alice: str) -> None:
 def container_cap(lab: host.Lab) -> Iterator[int]:
     lab.run(["mkdir", "-p", "/etc/dtenant/dtenant.toml.d"])
     lab.run(["tee", CAP_DROPIN], input="[policy]\nmax_containers = 4\n")
+    changed = time.monotonic()
     lab.ssh("alice", "docker container prune -f >/dev/null")
+    policy_in_force(changed)
     yield 4
     lab.run(["rm", "-f", CAP_DROPIN])
+    policy_in_force(time.monotonic())
     lab.ssh("alice", "docker rm -f $(docker ps -aq) >/dev/null 2>&1", check=False)
 
 

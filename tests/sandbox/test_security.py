@@ -10,7 +10,7 @@ import pytest
 
 from tests import testimage
 from tests.lab import host
-from tests.sandbox.conftest import RAWAPI, container_root, load_image
+from tests.sandbox.conftest import RAWAPI, container_root, load_image, policy_in_force
 
 IMAGE = testimage.IMAGE
 DENIED = "authorization denied by plugin dtenant-alice: dtenant:"
@@ -378,8 +378,10 @@ def test_a_policy_change_reaches_containers_made_before(lab: host.Lab, alice: st
     lab.run(["mkdir", "-p", "/etc/dtenant/dtenant.toml.d", "/scratch"])
     dropin = "/etc/dtenant/dtenant.toml.d/60-test-binds.toml"
     lab.run(["tee", dropin], input='[policy]\nbind_roots = ["/scratch/{user}"]\n')
+    changed = time.monotonic()
     try:
         lab.run(["dtenant", "setup"])
+        policy_in_force(changed)
         _denied(lab, "docker start old", "only paths under /scratch/alice")
     finally:
         lab.run(["rm", "-f", dropin])

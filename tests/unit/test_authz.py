@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dtenant_session import activity, authz
+from dtenant_session import activity, authz, paths
 
 
 def _policy(request: dict[str, Any]) -> tuple[bool, str]:
@@ -258,3 +259,36 @@ def test_the_child_reads_rules_home_networks_and_resolved_bind_roots(
     home = os.path.realpath(os.path.expanduser("~" + me))
     assert found == {"rules": config.Config().policy.as_dict(), "home": home,
                      "pool": "10.128.16.0/20", "roots": [home]}  # fmt: skip
+
+
+def test_a_quick_rewrite_of_the_configuration_is_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rewrite just after the plugin's look can keep the file's inode, size and time
+    stamp (the file system's clock is coarse, a few ms): the policy follows it anyway."""
+    main, dropins = tmp_path / "dtenant.toml", tmp_path / "dtenant.toml.d"
+    dropins.mkdir()
+    (tmp_path / "alice").mkdir()
+    (tmp_path / "alice" / "daemon.json").write_text("{}")
+    monkeypatch.setattr(paths, "CONFIG_FILE", str(main))
+    monkeypatch.setattr(paths, "CONFIG_DROPINS", str(dropins))
+    monkeypatch.setattr(paths, "TENANTS_DIR", str(tmp_path))
+    dropin = dropins / "60-binds.toml"
+    dropin.write_text('[policy]\nbind_roots = ["/scratch/a"]\n')
+    built: list[bytes] = []
+
+    def build(user: str) -> authz.Policy:
+        built.append(dropin.read_bytes())
+        return lambda request: (True, "")
+
+    monkeypatch.setattr(authz, "build_policy", build)
+    monkeypatch.setattr(authz, "CONFIG_CHECK_EVERY", -1.0)
+    policy = authz.ReloadingPolicy("alice")
+    before = os.stat(dropin)
+    with dropin.open("r+b") as stream:  # in place, the same size, within the same tick
+        stream.write(b'[policy]\nbind_roots = ["/scratch/b"]\n')
+    os.utime(dropin, ns=(before.st_atime_ns, before.st_mtime_ns))
+    policy({})
+    assert built[-1].endswith(b'"/scratch/b"]\n'), "the rewrite was not seen"
+    policy({})
+    assert len(built) == 2, "built again without a change"
