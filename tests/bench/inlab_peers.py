@@ -11,8 +11,8 @@ Sides, all in this lab and measured turn about in every round:
 
 Per side: 200 raw API calls on one kept-alive connection (`containers/json`, image
 inspect), a warm `ps` and `run --rm IMAGE true` through the side's own CLI, the first
-command after the daemon stopped, and memory with the daemon running and no container.
-Medians and p90s.
+command after the daemon stopped, and memory with the daemon running and no container
+(the median of 5 RSS samples, 2 s apart, taken of every side turn about). Medians and p90s.
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ sys.path.append(str(Path(__file__).resolve().parents[2]))
 from tests import testimage
 from tests.bench import peers
 from tests.bench.inlab_login import (
+    MEMORY_SAMPLES,
     add_user,
     cli_as,
     docker_group_cli,
+    median_memory,
     rss_kib,
     run,
     timed,
@@ -263,7 +265,7 @@ def main() -> None:
         side.samples.clear()
     for _ in range(rounds):
         one_round(sides)
-    memory = {side.name: side.memory() for side in sides if side.memory is not None}
+    memory = median_memory({side.name: side.memory for side in sides if side.memory is not None})
     for _ in range(cold_rounds):
         for side in sides:
             if side.cold is not None:
@@ -273,7 +275,8 @@ def main() -> None:
         for side in sides
     }
     print(json.dumps({"sides": figures, "memory_mib": memory, "unavailable": unavailable,
-                      "rounds": rounds, "calls": CALLS}))  # fmt: skip
+                      "rounds": rounds, "calls": CALLS,
+                      "memory_samples": MEMORY_SAMPLES}))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -120,8 +120,9 @@ def peer_report(peers: dict[str, Any]) -> list[str]:
     sides: dict[str, Any] = peers["sides"]
     names = list(sides)
     width = max(len(n) for n in [*names, *peers["unavailable"]]) + 2
+    memory = f"memory MiB (median of {peers.get('memory_samples', 1)} samples)"
     lines = ["", f"{'ms, median (p90)':<{width}}" + "".join(f"{t:<22}" for _, t in PEER_MEASURES)
-             + "memory MiB"]  # fmt: skip
+             + memory]  # fmt: skip
     for name in names:
         row = "".join(f"{figure(sides[name], m):<22}" for m, _ in PEER_MEASURES)
         lines.append(f"{name:<{width}}{row}{peers['memory_mib'].get(name, '-')}")
