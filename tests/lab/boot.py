@@ -268,7 +268,7 @@ def _pivot_into(root: Path) -> None:
     Path("/.oldroot").rmdir()
 
 
-def _join_cgroups(paths: LabPaths) -> None:
+def join_cgroups(paths: LabPaths) -> None:
     for cgroup in mountinfo.cgroup_mounts(mountinfo.read()):
         procs = Path(cgroup.mount_point) / paths.cgroup_name / "cgroup.procs"
         procs.write_text(f"{os.getpid()}\n")
@@ -276,7 +276,7 @@ def _join_cgroups(paths: LabPaths) -> None:
 
 def launch(paths: LabPaths) -> None:
     """Join the lab's cgroups, then become unshare(1) forking the boot stage."""
-    _join_cgroups(paths)
+    join_cgroups(paths)
     unshare = command.which("unshare")
     argv = [
         unshare,

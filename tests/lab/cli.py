@@ -27,7 +27,8 @@ class UsageError(DtenantError):
 def _lab_up(args: argparse.Namespace) -> int:
     from tests.lab import host
 
-    lab = host.up(args.name, timeout=args.timeout, binds=[Path(b) for b in args.bind])
+    lab = host.up(args.name, timeout=args.timeout, binds=[Path(b) for b in args.bind],
+                  kind="vm" if args.vm else "container", disk_fs=args.disk_fs)  # fmt: skip
     print(f"lab {lab.name} is up (pid {lab.pid}, booted in {lab.record.boot_seconds:.1f} s)")
     return 0
 
@@ -98,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="show this host directory read-only at the same path inside",
     )
+    up.add_argument("--vm", action="store_true",
+                    help="a virtual machine with a kernel of its own (loop devices)")  # fmt: skip
+    up.add_argument("--disk-fs", choices=("ext4", "xfs"), default="ext4",
+                    help="a VM lab's disk filesystem (where its tenants' data lives)")  # fmt: skip
     up.set_defaults(handler=_lab_up)
     down = verbs.add_parser("down", help="stop a lab and remove everything it left")
     down.add_argument("name")

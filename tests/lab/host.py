@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from dtenant_session import command, mountinfo, treewalk
 from dtenant_session.errors import DtenantError
+from tests.lab import boot, vm
 from tests.lab.paths import LAB_ROOT, LabPaths, check_name
 
 BOOT_TIMEOUT = 120.0
@@ -45,6 +47,7 @@ class LabRecord:
     namespaces: dict[str, str]
     started_at: float
     boot_seconds: float = 0.0
+    kind: str = "container"  # or "vm" (tests/lab/vm.py)
 
 
 @dataclass(frozen=True)
@@ -185,12 +188,63 @@ class Lab:
         return self.run(argv, timeout=timeout, input=input, check=check)
 
 
+class VmLab(Lab):
+    """A running VM lab (tests/lab/vm.py): commands reach it over SSH as root, from qemu's
+    network namespace, through one connection kept open in the lab's cgroups (a new SSH
+    handshake costs seconds under emulation; `down` ends it with the lab)."""
+
+    def enter_argv(self, argv: Sequence[str]) -> list[str]:
+        self._connect()
+        remote = shlex.join(
+            [
+                "/usr/bin/env",
+                "-i",
+                f"PATH={LAB_PATH}",
+                "HOME=/root",
+                "LANG=C.UTF-8",
+                f"TERM={os.environ.get('TERM', 'dumb')}",
+                *argv,
+            ]
+        )
+        return [*self._ssh("-o", "ControlMaster=no"), "--", f"cd / && exec {remote}"]
+
+    def _ssh(self, *options: str) -> list[str]:
+        files = vm.VmPaths(self.paths)
+        return [
+            command.which("nsenter"), "-t", str(self.pid), "-n", "--",
+            command.which("ssh"), "-q", "-i", str(files.key), "-p", str(vm.SSH_PORT),
+            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            "-o", "ConnectTimeout=5", "-o", f"ControlPath={files.control}", *options,
+            "root@127.0.0.1",
+        ]  # fmt: skip
+
+    def _connect(self) -> None:
+        """The shared connection, unless it is open; while the guest's sshd does not answer
+        yet, commands connect on their own."""
+        check = subprocess.run([*self._ssh("-O", "check")], capture_output=True, check=False)
+        if check.returncode == 0:
+            return
+        vm.VmPaths(self.paths).control.unlink(missing_ok=True)  # the last boot's
+        # No pipes: the master, gone to the background, would hold them open.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(
+                [*self._ssh("-o", "ControlMaster=yes", "-o", "ControlPersist=yes", "-f", "-N")],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                check=False, timeout=30, preexec_fn=lambda: boot.join_cgroups(self.paths),
+            )  # fmt: skip
+
+
+def _lab(paths: LabPaths, record: LabRecord) -> Lab:
+    return VmLab(paths, record) if record.kind == "vm" else Lab(paths, record)
+
+
 def open_lab(name: str) -> Lab:
     paths = LabPaths(check_name(name))
     record = _read_record(paths)
     if record is None or not _is_alive(record):
         raise LabError(f"lab {name!r} is not running (see `python3 -m tests.lab list`)")
-    return Lab(paths, record)
+    return _lab(paths, record)
 
 
 def up(
@@ -199,7 +253,11 @@ def up(
     timeout: float = BOOT_TIMEOUT,
     base: Path = LAB_ROOT,
     binds: Sequence[Path] = (),
+    kind: str = "container",
+    disk_fs: str = "ext4",
 ) -> Lab:
+    """Boot a lab: a container on this machine's kernel, or (kind "vm") a virtual machine
+    with a kernel of its own (tests/lab/vm.py) whose disk has the filesystem `disk_fs`."""
     paths = LabPaths(check_name(name), base)
     record = _read_record(paths)
     if record is not None and _is_alive(record):
@@ -211,13 +269,21 @@ def up(
         _clean_up(paths)  # the remains of a lab that crashed or was killed
     started = time.monotonic()
     paths.state.mkdir(parents=True, mode=0o700)
+    resolved = [str(Path(b).resolve()) for b in binds]
+    paths.binds.write_text(json.dumps(resolved))
+    if kind == "vm":
+        try:
+            vm.prepare(vm.VmPaths(paths), f"lab-{name}", resolved, disk_fs)
+        except (DtenantError, OSError) as exc:
+            _clean_up(paths)
+            raise LabError(f"lab {name}: cannot prepare its virtual machine: {exc}") from exc
+        return _boot(paths, started, timeout, kind)
     paths.root.mkdir()
     paths.scratch.mkdir()
     # The lab's disk: held by the real machine, so that it outlives the lab's namespaces.
     command.run([command.which("mount"), "-t", "tmpfs", "-o", "mode=755", "tmpfs",
                  str(paths.scratch)])  # fmt: skip
-    paths.binds.write_text(json.dumps([str(Path(b).resolve()) for b in binds]))
-    return _boot(paths, started, timeout)
+    return _boot(paths, started, timeout, kind)
 
 
 def reboot(name: str, *, timeout: float = BOOT_TIMEOUT, base: Path = LAB_ROOT) -> Lab:
@@ -228,7 +294,7 @@ def reboot(name: str, *, timeout: float = BOOT_TIMEOUT, base: Path = LAB_ROOT) -
     record = _read_record(paths)
     if record is None or not _is_alive(record):
         raise LabError(f"lab {name!r} is not running (see `python3 -m tests.lab list`)")
-    lab = Lab(paths, record)
+    lab = _lab(paths, record)
     lab.run(["systemctl", "reboot"], check=False, timeout=30)
     deadline = time.monotonic() + SHUTDOWN_TIMEOUT
     while _is_alive(lab.record) and time.monotonic() < deadline:
@@ -240,14 +306,14 @@ def reboot(name: str, *, timeout: float = BOOT_TIMEOUT, base: Path = LAB_ROOT) -
     with contextlib.suppress(ChildProcessError):
         os.waitpid(lab.record.launcher_pid, os.WNOHANG)  # ours when `up` ran here
     _remove_cgroups(paths)  # a booting host has none of the last boot's cgroups
-    return _boot(paths, time.monotonic(), timeout)
+    return _boot(paths, time.monotonic(), timeout, record.kind)
 
 
-def _boot(paths: LabPaths, started: float, timeout: float) -> Lab:
+def _boot(paths: LabPaths, started: float, timeout: float, kind: str) -> Lab:
     name = paths.name
     base = paths.base
     _create_cgroups(paths)
-    launcher = _spawn(paths)
+    launcher = _spawn(paths, "tests.lab.vm" if kind == "vm" else "tests.lab.boot")
     init_pid = _wait_for_init(paths, launcher)
     record = LabRecord(
         name=name,
@@ -255,9 +321,10 @@ def _boot(paths: LabPaths, started: float, timeout: float) -> Lab:
         init_pid=init_pid,
         namespaces={kind: _namespace_id(init_pid, kind) or "" for kind in NAMESPACES},
         started_at=time.time(),
+        kind=kind,
     )
     paths.record.write_text(json.dumps(asdict(record)))
-    lab = Lab(paths, record)
+    lab = _lab(paths, record)
     try:
         _wait_until_booted(lab, launcher, started + timeout)
     except LabError:
@@ -265,14 +332,14 @@ def _boot(paths: LabPaths, started: float, timeout: float) -> Lab:
         raise
     record = LabRecord(**{**asdict(record), "boot_seconds": round(time.monotonic() - started, 2)})
     paths.record.write_text(json.dumps(asdict(record)))
-    return Lab(paths, record)
+    return _lab(paths, record)
 
 
-def _spawn(paths: LabPaths) -> subprocess.Popen[bytes]:
+def _spawn(paths: LabPaths, stages: str) -> subprocess.Popen[bytes]:
     package_parent = str(Path(__file__).resolve().parents[2])
     with paths.boot_log.open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-B", "-m", "tests.lab.boot", "launch", paths.name,
+            [sys.executable, "-B", "-m", stages, "launch", paths.name,
              str(paths.base)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, cwd="/",
@@ -324,7 +391,10 @@ def _wait_until_booted(lab: Lab, launcher: subprocess.Popen[bytes], deadline: fl
     while time.monotonic() < deadline:
         if launcher.poll() is not None:
             raise LabError(f"lab {lab.name}: PID 1 exited during boot\n{_log_tail(lab.paths)}")
-        result = lab.run(["systemctl", "is-system-running"], check=False, timeout=10)
+        try:
+            result = lab.run(["systemctl", "is-system-running"], check=False, timeout=10)
+        except command.CommandError:  # a VM lab's sshd is not answering yet
+            continue
         state = result.stdout.strip()
         if state == "running":
             return

@@ -40,7 +40,7 @@ def install(lab: host.Lab, how: str) -> None:
     if how == "deb":
         lab.run(["apt-get", "install", "-y", "-q", str(build_deb())], timeout=600)
     else:
-        lab.run([str(CHECKOUT / "packaging" / "install.sh")])
+        lab.run([str(CHECKOUT / "packaging" / "install.sh")], timeout=600)
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +64,27 @@ def lab() -> Iterator[host.Lab]:
     finally:
         if os.environ.get("DTENANT_KEEP_LAB") != "1":  # keep it to look around afterwards
             host.down(LAB_NAME)
+
+
+# A VM lab emulates its CPU where KVM does not work: booting and a first login are slow.
+VM_BOOT_TIMEOUT = 600.0
+
+
+@pytest.fixture(scope="module", params=["ext4", "xfs"])
+def vm_lab(request: pytest.FixtureRequest) -> Iterator[host.Lab]:
+    """A virtual-machine lab (a kernel of its own: loop devices) on a disk of ext4, then
+    of xfs, with dtenant installed as in `lab`; one per module and filesystem."""
+    if os.geteuid() != 0:
+        pytest.fail("sandbox tests boot a lab and must run as root")
+    name = f"{LAB_NAME}-vm-{request.param}"
+    booted = host.up(name, binds=[CHECKOUT], kind="vm", disk_fs=request.param,
+                     timeout=VM_BOOT_TIMEOUT)  # fmt: skip
+    try:
+        install(booted, os.environ.get("DTENANT_INSTALL", "deb"))
+        yield booted
+    finally:
+        if os.environ.get("DTENANT_KEEP_LAB") != "1":
+            host.down(name)
 
 
 # Inside a lab: copies of the checkout's files that test users run. The checkout itself

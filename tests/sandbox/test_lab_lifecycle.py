@@ -19,7 +19,7 @@ from tests import testimage
 from tests.lab import host
 from tests.lab.paths import LabPaths
 from tests.sandbox import leftovers
-from tests.sandbox.conftest import CHECKOUT, LAB_NAME, for_users
+from tests.sandbox.conftest import CHECKOUT, LAB_NAME, VM_BOOT_TIMEOUT, for_users
 
 NAME = f"{LAB_NAME}-lifecycle"  # beside the session lab; checkouts side by side
 
@@ -64,6 +64,26 @@ def test_down_leaves_nothing_behind(clean_machine: leftovers.Snapshot) -> None:
     footprint = leftovers.footprint(lab)
     assert len(footprint.namespaces) == len(leftovers.NAMESPACE_KINDS)  # none the host's
     assert "leak0" in footprint.links
+    assert leftovers.outside_its_cgroups(footprint) == []
+    assert _lab("down", NAME).returncode == 0
+    assert not LabPaths(NAME).state.exists()
+    assert _left_behind(footprint, clean_machine) == {}
+
+
+def test_a_vm_lab_uses_loop_devices_of_its_own_and_leaves_nothing_behind(
+    clean_machine: leftovers.Snapshot,
+) -> None:
+    lab = host.up(NAME, kind="vm", timeout=VM_BOOT_TIMEOUT)
+    assert lab.run(["uname", "-r"]).stdout.strip() != os.uname().release  # its own kernel
+    # Loop devices, attached and mounted in the guest: the real machine's /dev, modules
+    # and mounts do not change (leftovers compares them).
+    lab.sh("truncate -s 64M /var/tmp/fs.img && mkfs.ext4 -q /var/tmp/fs.img"
+           " && mkdir -p /mnt/fs && mount -o loop /var/tmp/fs.img /mnt/fs"
+           " && for i in $(seq 0 9); do losetup -f /var/tmp/fs.img; done", timeout=300)  # fmt: skip
+    assert len(lab.run(["losetup", "-n", "-l"]).stdout.splitlines()) == 11
+    lab.run(["touch", *leftovers.MARKERS])
+    footprint = leftovers.footprint(lab)
+    assert {n.split(":")[0] for n in footprint.namespaces} == {"mnt", "net"}  # qemu's own
     assert leftovers.outside_its_cgroups(footprint) == []
     assert _lab("down", NAME).returncode == 0
     assert not LabPaths(NAME).state.exists()
