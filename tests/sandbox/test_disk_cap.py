@@ -61,7 +61,7 @@ def test_a_capped_tenant_without_its_disk_does_not_start(lab: host.Lab, tenants:
 # tenant alone gets "no space left on device"; a larger cap grows the disk under a running
 # container; a reboot brings the disk back with its data.
 
-CAPPED, NEIGHBOUR = "dana", "erin"
+CAPPED, NEIGHBOUR = "dana", "erin"  # both capped; dana fills hers
 TENANTS = "/var/lib/dtenant/tenants"
 DOCKER_DATA = (
     "docker volume create keep >/dev/null && docker run --name kept -v keep:/v "
@@ -99,6 +99,9 @@ def capped(vm_lab: host.Lab) -> str:
     _cap(lab, "1G")
     made = lab.run(["dtenant", "provision", CAPPED], timeout=600)
     assert "its data carried over" in made.stdout, made.stdout
+    # The cap is every tenant's: the neighbour gets a disk of its own too, made by the
+    # administrator (README: a login's time limit is short for a copy).
+    assert "made its disk" in lab.run(["dtenant", "provision", NEIGHBOUR], timeout=600).stdout
     return CAPPED
 
 
