@@ -12,10 +12,10 @@ systemd. Every boot, the first and each reboot (host.reboot), runs the same plan
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,25 +276,17 @@ def join_cgroups(paths: LabPaths) -> None:
 
 def launch(paths: LabPaths) -> None:
     """Join the lab's cgroups, then become unshare(1) forking the boot stage."""
+    exec_unshared(paths, ["--pid", "--mount", "--net", "--uts", "--ipc", "--cgroup"],
+                  "tests.lab.boot", "boot")  # fmt: skip
+
+
+def exec_unshared(paths: LabPaths, namespaces: list[str], module: str, stage: str) -> None:
+    """Join the lab's cgroups and become unshare(1) forking `module`'s `stage` in new
+    `namespaces` (unshare's options)."""
     join_cgroups(paths)
     unshare = command.which("unshare")
-    argv = [
-        unshare,
-        "--pid",
-        "--mount",
-        "--net",
-        "--uts",
-        "--ipc",
-        "--cgroup",
-        "--fork",
-        sys.executable,
-        "-B",
-        "-m",
-        "tests.lab.boot",
-        "boot",
-        paths.name,
-        str(paths.base),
-    ]
+    argv = [unshare, *namespaces, "--fork", sys.executable, "-B", "-m", module, stage,
+            paths.name, str(paths.base)]  # fmt: skip
     os.execv(unshare, argv)
 
 
@@ -303,27 +295,29 @@ def boot(paths: LabPaths) -> None:
     hostname = f"lab-{paths.name}"
     command.run([command.which("mount"), "--make-rprivate", "/"])
     cgroups = mountinfo.cgroup_mounts(mountinfo.read())
-    binds = tuple(json.loads(paths.binds.read_text())) if paths.binds.exists() else ()
-    apply(boot_plan(paths, cgroups, hostname, binds))
+    apply(boot_plan(paths, cgroups, hostname, paths.bound()))
     command.run([command.which("hostname"), hostname])
     _pivot_into(paths.root)
     systemd = "/lib/systemd/systemd"
     os.execve(systemd, [systemd], {"container": "other", "PATH": ":".join(command.SEARCH_PATH)})
 
 
-def main(argv: list[str]) -> int:
+def run_stage(argv: list[str], stages: dict[str, Callable[[LabPaths], None]]) -> int:
+    """`STAGE NAME BASE`: run the stage (each execs, returning only on failure)."""
     stage, name, base = argv
-    paths = LabPaths(name, Path(base))
+    if stage not in stages:
+        print(f"lab: unknown stage {stage!r}", file=sys.stderr)
+        return 2
     try:
-        if stage == "launch":
-            launch(paths)
-        elif stage == "boot":
-            boot(paths)
+        stages[stage](LabPaths(name, Path(base)))
     except (command.CommandError, OSError) as exc:
         print(f"lab {name}: {stage} failed: {exc}", file=sys.stderr)
         return 1
-    print(f"lab: unknown stage {stage!r}", file=sys.stderr)
-    return 2
+    return 1
+
+
+def main(argv: list[str]) -> int:
+    return run_stage(argv, {"launch": launch, "boot": boot})
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,10 @@ class LabPaths:
     def binds(self) -> Path:
         """Host directories to show read-only at the same path inside (a checkout)."""
         return self.state / "binds.json"
+
+    def bound(self) -> tuple[str, ...]:
+        """The directories in `binds` (none when the file is missing)."""
+        return tuple(json.loads(self.binds.read_text())) if self.binds.exists() else ()
 
     @property
     def record(self) -> Path:

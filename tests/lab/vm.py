@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dtenant_session import command
-from tests.lab.boot import ENABLED_UNITS
+from tests.lab import boot
 from tests.lab.paths import DATA_DIRS, LabPaths
 
 KERNEL_PACKAGE = "linux-image-amd64"  # Debian's metapackage: its dependency is the kernel
@@ -222,7 +222,7 @@ def initramfs_entries(busybox: bytes, init: str, modules: dict[str, bytes],
                 for name, data in modules.items()]  # fmt: skip
     files = {f"seed/{path}": CpioEntry(f"seed/{path}", stat.S_IFREG | mode, content.encode())
              for path, (mode, content) in seeds.items()}  # fmt: skip
-    for wants, unit in ENABLED_UNITS:  # networkd: the uplink's address, for SSH
+    for wants, unit in boot.ENABLED_UNITS:  # networkd: the uplink's address, for SSH
         link = f"seed/etc/systemd/system/{wants}/{unit}"
         files[link] = CpioEntry(link, stat.S_IFLNK | 0o777, f"/lib/systemd/system/{unit}".encode())
     made: set[str] = {"seed"}
@@ -284,7 +284,7 @@ def fetch_kernel(vm: VmPaths) -> Kernel:
     return Kernel(modules.name, tree / "boot" / f"vmlinuz-{modules.name}", modules)
 
 
-def prepare(vm: VmPaths, hostname: str, binds: Sequence[str], disk_fs: str = "ext4") -> Kernel:
+def prepare(vm: VmPaths, hostname: str, binds: Sequence[str], disk_fs: str = "ext4") -> None:
     """Kernel, initramfs, disk (`disk_fs`: ext4 or xfs) and key of a new VM lab."""
     mkfs, *options = DISK_FILESYSTEMS[disk_fs]
     kernel = fetch_kernel(vm)
@@ -298,7 +298,6 @@ def prepare(vm: VmPaths, hostname: str, binds: Sequence[str], disk_fs: str = "ex
         os.close(fd)
     command.run([command.which(mkfs), *options, str(vm.disk)], timeout=300)
     vm.view.mkdir()
-    return kernel
 
 
 def write_initramfs(vm: VmPaths, kernel: Kernel, hostname: str, binds: Sequence[str],
@@ -317,19 +316,12 @@ def kernel_of(vm: VmPaths) -> Kernel:
     return Kernel(modules.name, vm.kernel_tree / "boot" / f"vmlinuz-{modules.name}", modules)
 
 
-def launch(paths: LabPaths, join_cgroups: bool = True) -> None:
+def launch(paths: LabPaths) -> None:
     """Join the lab's cgroups, then become unshare(1) forking the qemu stage."""
-    from tests.lab import boot
-
-    if join_cgroups:
-        boot.join_cgroups(paths)
-    unshare = command.which("unshare")
-    argv = [unshare, "--mount", "--net", "--fork", sys.executable, "-B", "-m", "tests.lab.vm",
-            "qemu", paths.name, str(paths.base)]  # fmt: skip
-    os.execv(unshare, argv)
+    boot.exec_unshared(paths, ["--mount", "--net"], "tests.lab.vm", "qemu")
 
 
-def run_qemu(paths: LabPaths, binds: Sequence[str]) -> None:
+def run_qemu(paths: LabPaths) -> None:
     """In qemu's own namespaces: the real machine's root filesystem alone at the view
     (a non-recursive bind: none of its other mounts), loopback up, then qemu."""
     vm = VmPaths(paths)
@@ -338,28 +330,10 @@ def run_qemu(paths: LabPaths, binds: Sequence[str]) -> None:
     command.run([mount, "--bind", "/", str(vm.view)])
     command.run([mount, "-o", "remount,bind,ro", str(vm.view)])
     command.run([command.which("ip"), "link", "set", "lo", "up"])
-    argv = qemu_argv(vm, kernel_of(vm), binds)
+    argv = qemu_argv(vm, kernel_of(vm), paths.bound())
     program = command.which(argv[0])
     os.execv(program, [program, *argv[1:]])
 
 
-def main(argv: list[str]) -> int:
-    import json
-
-    stage, name, base = argv
-    paths = LabPaths(name, Path(base))
-    try:
-        if stage == "launch":
-            launch(paths)
-        elif stage == "qemu":
-            binds = json.loads(paths.binds.read_text()) if paths.binds.exists() else []
-            run_qemu(paths, binds)
-    except (command.CommandError, OSError) as exc:
-        print(f"lab {name}: {stage} failed: {exc}", file=sys.stderr)
-        return 1
-    print(f"lab: unknown stage {stage!r}", file=sys.stderr)
-    return 2
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(boot.run_stage(sys.argv[1:], {"launch": launch, "qemu": run_qemu}))

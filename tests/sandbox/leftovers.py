@@ -11,7 +11,6 @@ modules, the host's copies of the files the lab writes inside) are compared as t
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -64,7 +63,7 @@ def footprint(lab: host.Lab) -> Footprint:
         name=lab.name,
         namespaces=frozenset(n for n in namespaces if n),
         links=frozenset(lab.run(["ls", "/sys/class/net"]).stdout.split()),
-        binds=tuple(json.loads(lab.paths.binds.read_text())),
+        binds=lab.paths.bound(),
     )
 
 
