@@ -220,8 +220,7 @@ def main() -> None:
         problems = peers.fetch_packages(Path(packages))
         lab = host.up("bench", binds=[CHECKOUT, Path(packages)])
         try:
-            lab.run(["tee", "/etc/ssh/sshd_config.d/bench.conf"], input="MaxStartups 200\n")
-            lab.run(["systemctl", "reload", "ssh"])
+            lab.configure_sshd("/etc/ssh/sshd_config.d/bench.conf", "MaxStartups 200\n")
             install(lab, args.how)
             login = in_lab(lab, "inlab_login.py", args.rounds, args.cold_rounds)
             side = in_lab(lab, "inlab_peers.py", args.peer_rounds, max(3, args.cold_rounds // 2),

@@ -134,6 +134,18 @@ class Lab:
     def sh(self, script: str, *, timeout: float = 120.0, check: bool = True) -> command.Result:
         return self.run(["/bin/sh", "-c", script], timeout=timeout, check=check)
 
+    def configure_sshd(self, path: str, text: str | None) -> None:
+        """Write (or with None, remove) an sshd_config drop-in and make sshd read it.
+
+        A restart, not a reload: `systemctl reload` sends SIGHUP and returns while sshd
+        re-executes itself, and a login in that window is refused; a restart waits for
+        sshd's readiness (Type=notify) and keeps open sessions (KillMode=process)."""
+        if text is None:
+            self.run(["rm", "-f", path])
+        else:
+            self.run(["tee", path], input=text)
+        self.run(["systemctl", "restart", "ssh"])
+
     def reboot(self, *, timeout: float = BOOT_TIMEOUT) -> float:
         """Reboot the lab as a host reboots (see `reboot`); this object follows the new
         boot. The seconds the boot took."""

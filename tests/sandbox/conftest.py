@@ -54,8 +54,7 @@ def lab() -> Iterator[host.Lab]:
     try:
         # Concurrent-login tests open 20 connections at once; sshd's default MaxStartups
         # (10:30:100) would drop some before authentication.
-        booted.run(["tee", "/etc/ssh/sshd_config.d/dtenant-lab.conf"], input="MaxStartups 100\n")
-        booted.run(["systemctl", "reload", "ssh"])
+        booted.configure_sshd("/etc/ssh/sshd_config.d/dtenant-lab.conf", "MaxStartups 100\n")
         install(booted, os.environ.get("DTENANT_INSTALL", "deb"))
         booted.run(testimage.import_argv(), input=testimage.build())
         for account in ACCOUNTS:

@@ -152,8 +152,7 @@ def test_ssh_logins_and_logouts_never_run_her_code_as_root(lab: host.Lab, mallor
 def test_variables_sshd_accepts_never_reach_root(lab: host.Lab, mallory: str) -> None:
     """An sshd that accepts her variables (AcceptEnv, set by ssh's SetEnv)."""
     accept = "/etc/ssh/sshd_config.d/dtenant-test-acceptenv.conf"
-    lab.run(["tee", accept], input="AcceptEnv LD_* GCONV_PATH PYTHON* ENV BASH_ENV PAM_*\n")
-    lab.run(["systemctl", "reload", "ssh"])
+    lab.configure_sshd(accept, "AcceptEnv LD_* GCONV_PATH PYTHON* ENV BASH_ENV PAM_*\n")
     sent = {"LD_PRELOAD": f"{HOME}/evil.so", "LD_AUDIT": f"{HOME}/evil.so",
             "PYTHONPATH": f"{HOME}/py", "PAM_USER": "bob", "PAM_TYPE": "open_session"}  # fmt: skip
     options = [arg for name, value in sent.items() for arg in ("-o", f"SetEnv={name}={value}")]
@@ -165,8 +164,7 @@ def test_variables_sshd_accepts_never_reach_root(lab: host.Lab, mallory: str) ->
             _logged_out(lab, mallory)
         assert seen.stdout.strip() == f"{HOME}/evil.so"  # sshd did accept them
     finally:
-        lab.run(["rm", "-f", accept])
-        lab.run(["systemctl", "reload", "ssh"])
+        lab.configure_sshd(accept, None)
     assert _marks(lab) == ""
 
 
