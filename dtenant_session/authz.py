@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from dtenant_session import activity, log
+from dtenant_session import activation, activity, log
 from dtenant_session.dockerapi import REAPER_AGENT
 
 # What the plugin imports is memory of every active tenant's, for as long as its daemon
@@ -42,7 +42,6 @@ IDLE_EXIT = 600.0  # seconds without a request before the plugin exits
 # it, so it must be far finer than reap.idle_timeout (1 s at least); a utime on /run costs
 # microseconds against the milliseconds of a request.
 ACTIVITY_EVERY = 0.2
-SD_LISTEN_FDS_START = 3
 MAX_HEAD = 64 << 10  # request line and headers
 PLUGIN_TYPE = b"application/vnd.docker.plugins.v1+json"
 MAX_BODY = 8 << 20  # Docker sends at most 1 MiB of body, base64-encoded, plus headers
@@ -578,17 +577,8 @@ class Handler(socketserver.BaseRequestHandler):
                 return
 
 
-def inherited_socket() -> socket.socket:
-    """The listening socket systemd passed (sd_listen_fds(3))."""
-    if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
-        raise SystemExit("dtenant authz: expects exactly one socket from systemd (LISTEN_FDS)")
-    listener = socket.socket(fileno=SD_LISTEN_FDS_START)
-    listener.set_inheritable(False)  # not into the configuration reader (read_settings)
-    return listener
-
-
 def serve(user: str, policy: Policy, idle_exit: float = IDLE_EXIT) -> None:
-    server = PluginServer(inherited_socket(), user, policy)
+    server = PluginServer(activation.listening_socket("dtenant authz"), user, policy)
 
     def exit_when_idle() -> None:
         while time.monotonic() - server.last_request < idle_exit:

@@ -98,15 +98,17 @@ def tenant_ranges(user: str) -> tuple[str, str]:
     return str(row[0]), str(row[1])
 
 
+NOT_IN_SLICE = "its outgoing traffic cannot be filtered: not started in dtenant.slice"
+
+
 def before_start(user: str, sync: Callable[[], None]) -> str | None:
     """Why the daemon of `user` must not start, or None: the filter holds for the cgroup
     this check runs in (the daemon's), loaded again with `sync` if it did not, and the
     tenant's own ranges are open to it (its docker-proxy reaches its containers)."""
     with open("/proc/self/cgroup") as stream:
-        tenant_slice = slice_of(stream.read())
-    prefix = cgroup2_prefix(mountinfo.read())
-    if tenant_slice is None or prefix is None:
-        return "its outgoing traffic cannot be filtered: not started in dtenant.slice"
+        proc_cgroup = stream.read()
+    if slice_of(proc_cgroup) is None:
+        return NOT_IN_SLICE
     if not refused_from_here():
         try:
             sync()
@@ -115,12 +117,30 @@ def before_start(user: str, sync: Callable[[], None]) -> str | None:
         if not refused_from_here():
             return ("its outgoing traffic is not filtered (chain daemon_out of nftables "
                     "table inet dtenant does not match its cgroup)")  # fmt: skip
+    return open_own_ranges(user, proc_cgroup)
+
+
+def run_nft(script: str) -> str | None:
+    """nft -f - in a process of its own; what it said, when it failed."""
+    done = command.run([command.which("nft"), "-f", "-"], input=script, check=False, timeout=30)
+    return None if done.returncode == 0 else done.stderr.strip()
+
+
+def open_own_ranges(user: str, proc_cgroup: str, nft: Callable[[str], str | None] = run_nft
+                    ) -> str | None:  # fmt: skip
+    """Open the tenant's own ranges to the tenant slice a /proc/PID/cgroup text places
+    the daemon's process in, whose filter has been probed, with `nft` (a script in, what
+    nft said when it failed out); why not, or None."""
+    tenant_slice = slice_of(proc_cgroup)
+    prefix = cgroup2_prefix(mountinfo.read())
+    if tenant_slice is None or prefix is None:
+        return NOT_IN_SLICE
+    own = f"{TOP_SLICE}/dtenant-{paths.unit_word(user)}.slice"
+    if tenant_slice != own:  # its ranges would open to another tenant's processes
+        return f"its outgoing traffic cannot be filtered: started in {tenant_slice}, not {own}"
     try:
         elements = own_elements(f"{prefix}{tenant_slice}", tenant_ranges(user))
     except (EgressError, ValueError) as exc:
         return f"cannot open its own ranges to it: {exc}"
-    add = f"add element inet dtenant daemon_own {{ {elements} }}\n"
-    added = command.run([command.which("nft"), "-f", "-"], input=add, check=False, timeout=30)
-    if added.returncode != 0:
-        return f"cannot open its own ranges to it: nft: {added.stderr.strip()}"
-    return None
+    failed = nft(f"add element inet dtenant daemon_own {{ {elements} }}\n")
+    return None if failed is None else f"cannot open its own ranges to it: nft: {failed}"

@@ -9,7 +9,8 @@ decision, with its outcome and duration, to the journal at debug priority
 DTENANT_DEBUG=1 (`dtenant --debug`, a unit's drop-in) or while the file /etc/dtenant/debug
 exists (every dtenant process, the login's cold path included: pam-hook clears the
 environment); `dtenant --debug` prints the lines on stderr too. Decided once per process,
-at the first trace point: off, a trace point costs a test of a boolean.
+at the first trace point (a server, for each request: `decide_again`): off, a trace point
+costs a test of a boolean.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ def debugging() -> bool:
     if _Debug.on is None:
         _Debug.on = os.environ.get(DEBUG_ENV) == "1" or os.path.exists(paths.DEBUG_FLAG)
     return _Debug.on
+
+
+def decide_again() -> None:
+    """For a long-running server: whether to trace is decided anew at the next trace."""
+    if os.environ.get(DEBUG_ENV) != "1":
+        _Debug.on = None
 
 
 def enable_debug(*, stderr: bool) -> None:

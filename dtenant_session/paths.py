@@ -35,6 +35,7 @@ def notice_path(user: str) -> str:
 
 RUN_DIR = "/run/dtenant"  # volatile: stamps, locks, exec-roots
 STAMPS_DIR = f"{RUN_DIR}/stamps"
+CHECK_SOCKET = f"{RUN_DIR}/check.sock"  # dtenant-check.socket: the pre-start check's server
 LOCKS_DIR = f"{RUN_DIR}/locks"
 RUN_TENANTS_DIR = f"{RUN_DIR}/tenants"
 # Present when dtenant turned IPv4 forwarding on since boot (network._enable_forwarding).

@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from dtenant_session import dbread, disabled, mountinfo, ownerstamp, paths, treewalk
@@ -522,26 +522,44 @@ def check_daemon_egress(user: str) -> list[Finding]:
 
         network.sync_from_registry()
 
-    problem = egress.before_start(user, sync)
+    return _egress_findings(user, egress.before_start(user, sync))
+
+
+def open_own_ranges(user: str, proc_cgroup: str, nft: Callable[[str], str | None]
+                    ) -> list[Finding]:  # fmt: skip
+    """For the check server: the daemon's process (its /proc/PID/cgroup text), whose
+    filter the client probed, gets its tenant's own ranges through `nft` (egress.py)."""
+    from dtenant_session import egress
+
+    return _egress_findings(user, egress.open_own_ranges(user, proc_cgroup, nft))
+
+
+def _egress_findings(user: str, problem: str | None) -> list[Finding]:
     if problem is None:
         return []
     return [Finding(user, "firewall", problem, advice="see `dtenant firewall sync`")]
 
 
+def verdict(user: str, daemon_egress: Callable[[str], list[Finding]]) -> tuple[int, str]:
+    """The pre-start check of `user`: its exit status and what it says on stderr, one
+    line per problem (exit 1 blocks the start)."""
+    try:
+        findings = check_tenant_before_start(user) or wait_for_bridge(user)
+        findings = findings or daemon_egress(user)
+    except (CannotCheck, OSError) as exc:
+        return 1, f"dtenant: cannot check {user}'s data-root: {exc}\n"
+    text = "".join(f"dtenant: refusing to start the daemon of {f.line()}\n" for f in findings)
+    return (1 if findings else 0), text
+
+
 def main_before_start(argv: list[str]) -> int:
-    """ExecStartPre of docker@USER.service: one clear line per problem, exit 1 blocks."""
+    """The check in this process (check-tenant-direct): what check-tenant falls back on
+    when the check server does not answer, or the daemon's filter needs loading again."""
     import sys
 
     if len(argv) != 1:
-        print("usage: check-tenant USER", file=sys.stderr)
+        print("usage: check-tenant-direct USER", file=sys.stderr)
         return 2
-    user = argv[0]
-    try:
-        findings = check_tenant_before_start(user) or wait_for_bridge(user)
-        findings = findings or check_daemon_egress(user)
-    except (CannotCheck, OSError) as exc:
-        print(f"dtenant: cannot check {user}'s data-root: {exc}", file=sys.stderr)
-        return 1
-    for finding in findings:
-        print(f"dtenant: refusing to start the daemon of {finding.line()}", file=sys.stderr)
-    return 1 if findings else 0
+    status, text = verdict(argv[0], check_daemon_egress)
+    sys.stderr.write(text)
+    return status

@@ -67,5 +67,6 @@ if [ -d /run/systemd/system ]; then
     systemctl enable --quiet dtenant-firewall.service dtenant-boot.service dtenant-reap.timer
     systemctl restart systemd-networkd.service   # reads networkd.conf.d only at start
     systemctl start dtenant-firewall.service dtenant-reap.timer
+    systemctl try-restart dtenant-check.service   # this version's checks from now on
 fi
 dtenant setup

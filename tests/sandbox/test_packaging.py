@@ -108,16 +108,22 @@ def test_the_package_lifecycle(bare_lab: host.Lab, debs: tuple[Path, Path]) -> N
         assert lab.ssh("pkguser", f"docker images -q {IMAGE}").stdout.strip()
         assert _allocation(lab, "pkguser") == allocation
 
-    # Upgrade: allocation, data and running containers kept; the local config edit too.
+    # Upgrade: allocation, data and running containers kept; the local config edit too;
+    # the pre-start check's server (started with pkguser's daemon) does not go on with
+    # the old version's checks (stopped by the upgrade, it starts with the next daemon).
+    server = _main_pid(lab, "dtenant-check.service")
+    assert server != "0"
     _apt(lab, "install", str(newer))
     assert _version(lab) == f"{UPGRADE} installed"
     still_there()
+    assert _main_pid(lab, "dtenant-check.service") != server
     assert "time_limit = 9.0" in lab.run(["cat", "/etc/dtenant/dtenant.toml"]).stdout
     assert json.loads(lab.run(["dtenant", "config", "--json"]).stdout)["hook"]["time_limit"] == 9.0
 
     # Remove stops nothing a user runs; installing again brings every tenant back.
     _apt(lab, "remove", "dtenant")
     assert "pam-hook" not in lab.run(["cat", "/etc/pam.d/common-session"]).stdout
+    assert _main_pid(lab, "dtenant-check.service") == "0"  # its program went with the package
     assert container in lab.run(["docker", "-H", "unix:///run/docker-pkguser.sock", "ps", "-q",
                                  "--no-trunc"]).stdout  # fmt: skip
     _apt(lab, "install", str(newer))
@@ -133,6 +139,10 @@ def test_the_package_lifecycle(bare_lab: host.Lab, debs: tuple[Path, Path]) -> N
     assert ".dtenant-owner" in lab.run(["ls", "-a", "/var/lib/dtenant/tenants/pkguser/docker"]
                                        ).stdout.split()  # fmt: skip
     assert kept
+
+
+def _main_pid(lab: host.Lab, unit: str) -> str:
+    return lab.run(["systemctl", "show", "-p", "MainPID", "--value", unit]).stdout.strip()
 
 
 def test_setup_leaves_the_package_files_as_shipped(

@@ -4,6 +4,7 @@ rest on (measured in a lab by tests/sandbox/test_daemon_egress.py)."""
 from __future__ import annotations
 
 import dataclasses
+from typing import NoReturn
 
 import pytest
 
@@ -102,3 +103,26 @@ def test_the_egress_chains_live_inside_dtenants_table() -> None:
     assert table.rstrip().endswith("}\n}") or table.rstrip().endswith("}")
     assert table.count("table inet dtenant {") == 1
     assert table.index("chain daemon_out") > table.index("table inet dtenant {")
+
+
+def test_a_daemon_gets_its_own_ranges_only_in_its_own_slice(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:  # fmt: skip
+    """Asked for bob from alice's slice, the element would open bob's ranges to alice's
+    processes: refused before the registry or nft is asked."""
+    monkeypatch.setattr(mountinfo, "read", lambda: [])
+    monkeypatch.setattr(egress, "cgroup2_prefix", lambda _: "")
+
+    def untouched(*_: object) -> NoReturn:
+        raise AssertionError("neither the registry nor nft is asked")
+
+    monkeypatch.setattr(egress, "tenant_ranges", untouched)
+    alice = "0::/dtenant.slice/dtenant-alice.slice/docker@alice.service\n"
+    said = egress.open_own_ranges("bob", alice, untouched)
+    assert said == ("its outgoing traffic cannot be filtered: started in dtenant.slice/"
+                    "dtenant-alice.slice, not dtenant.slice/dtenant-bob.slice")  # fmt: skip
+    # A name systemd escapes: its slice is the escaped one.
+    dashed = "0::/dtenant.slice/dtenant-x\\x2dy.slice/docker@x\\x2dy.service\n"
+    monkeypatch.setattr(egress, "tenant_ranges", lambda _: ("10.1.0.0/24", "10.2.0.0/16"))
+    scripts: list[str] = []
+    assert egress.open_own_ranges("x-y", dashed, lambda s: scripts.append(s)) is None
+    assert scripts and '"dtenant.slice/dtenant-x\\x2dy.slice" . 10.1.0.0/24' in scripts[0]

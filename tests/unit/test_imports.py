@@ -29,18 +29,18 @@ OWN = "dtenant_session"
         # the PAM hook's cold path (libexec/provision-at-login)
         ("login", ["dtenant_session.login"], {"login", "config", "errors", "paths", "policy",
                                               "trusted"}),
-        # ExecStartPre of every daemon (libexec/check-tenant)
-        ("check-tenant", ["dtenant_session.prestart"],
+        # the pre-start check in a process of its own (libexec/check-tenant-direct)
+        ("check-tenant-direct", ["dtenant_session.prestart"],
          {"prestart", "dbread", "disabled", "files", "mountinfo", "ownerstamp", "paths",
           "treewalk"}),
         # the authorization plugin, with what it loads for its first request (the
         # configuration is read in a child process: authz.read_settings)
         ("authz", ["dtenant_session.authz", "dtenant_session.policy"],
-         {"authz", "activity", "dockerapi", "log", "paths", "policy"}),
+         {"authz", "activation", "activity", "dockerapi", "log", "paths", "policy"}),
         # that child
         ("authz settings", ["dtenant_session.authz", "dtenant_session.config"],
-         {"authz", "activity", "config", "dockerapi", "errors", "log", "paths", "policy",
-          "trusted"}),
+         {"authz", "activation", "activity", "config", "dockerapi", "errors", "log", "paths",
+          "policy", "trusted"}),
     ],
 )  # fmt: skip
 def test_hot_programs_import_only_the_standard_library(

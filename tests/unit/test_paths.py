@@ -18,8 +18,9 @@ LITERAL = re.compile(r"(?:/etc/dtenant|/var/lib/dtenant|/run/dtenant|/run/docker
 # How each language names "the user": systemd's %I, the hook's $user, pam_env's
 # @{PAM_USER}, prose's USER.
 USER = re.compile(r"%I|\$user|@\{PAM_USER\}|USER")
-LIBEXEC = ["pam-hook", "pam-hook.sh", "provision-at-login", "check-tenant", "authz",
-           "daemon-failed", "stop-daemon", "start-daemon"]  # fmt: skip
+LIBEXEC = ["pam-hook", "pam-hook.sh", "provision-at-login", "check-tenant",
+           "check-tenant-direct", "check-server", "authz", "daemon-failed", "stop-daemon",
+           "start-daemon"]  # fmt: skip
 
 
 def known() -> set[str]:
@@ -29,6 +30,7 @@ def known() -> set[str]:
              f"{paths.CONFIG_DROPINS}/*.toml", paths.PAM_ENV_CONF, paths.STATE_DIR,
              paths.REGISTRY, paths.TENANTS_DIR, paths.RUN_DIR, paths.DOCKER_HOST_USERS,
              paths.STAMPS_DIR, paths.LOCKS_DIR, paths.RUN_TENANTS_DIR, paths.HOOK,
+             paths.CHECK_SOCKET,
              paths.socket_path("{}"), paths.stamp_path("{}"), paths.notice_path("{}"),
              str(t.state_dir), str(t.run_dir), str(t.daemon_json), str(t.disk_image),
              *(str(p) for p in t.subid_files.values())}  # fmt: skip
