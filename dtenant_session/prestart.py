@@ -362,14 +362,19 @@ def check_filesystem(user: str, mounts: list[mountinfo.MountEntry]) -> list[Find
     return []
 
 
-def check_distinct(users: Iterable[str], mounts: list[mountinfo.MountEntry]) -> list[Finding]:
-    """Data-roots pairwise distinct and not nested, by filesystem location."""
+def check_distinct(users: Iterable[str], mounts: list[mountinfo.MountEntry],
+                   involving: str | None = None) -> list[Finding]:  # fmt: skip
+    """Data-roots pairwise distinct and not nested, by filesystem location; with
+    `involving`, only the pairs that tenant is in (its name in a finding's text is no
+    test: "al" is in "alice", "lib" in every data-root)."""
     located = [
         (u, filesystem_location(data_root(u), mounts)) for u in users if os.path.isdir(data_root(u))
     ]
     findings = []
     for index, (user, (device, place, _)) in enumerate(located):
         for other, (other_device, other_place, _) in located[index + 1 :]:
+            if involving is not None and involving not in (user, other):
+                continue
             if device == other_device and nested(place, other_place):
                 how = "is the same directory as" if place == other_place else "overlaps"
                 findings.append(
@@ -471,7 +476,7 @@ def check_tenant_before_start(user: str) -> list[Finding]:
     findings = check_owner(user, tenants[user])
     findings += check_mapping(user, registered_ids()[user][1])
     findings += check_filesystem(user, mounts)
-    findings += [f for f in check_distinct(tenants, mounts) if user in f.problem]
+    findings += check_distinct(tenants, mounts, involving=user)
     # Before start, any holder is foreign: the tenant's own dockerd is not running yet.
     findings += check_locks(user, allowed_unit=None)
     return findings

@@ -194,8 +194,7 @@ def verify_all(config: Any, only: str | None = None) -> Report:
     for allocation in chosen:
         report.checked.append(allocation.user)
         report.findings += _check_one(allocation, config, mounts, links, registered, firewall)
-    distinct = check_distinct([a.user for a in allocations], mounts)
-    report.findings += [f for f in distinct if only is None or only in f.problem]
+    report.findings += check_distinct([a.user for a in allocations], mounts, involving=only)
     report.findings += check_space(chosen)
     if only is None:
         report.findings += check_orphans(

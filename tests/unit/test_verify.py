@@ -69,3 +69,23 @@ def test_owner_stamp_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     other = prestart.check_owner("alice", 2000)
     assert other
     assert "belongs to tenant 'alice' (uid 1000)" in other[0].problem
+
+
+def test_overlapping_data_roots_name_the_tenants_they_belong_to_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """alice's and bob's data-roots are one directory: refused for them, for `dtenant
+    verify alice`; not for al, whose name is in "alice" (nor lib, in every data-root)."""
+    monkeypatch.setattr(paths, "TENANTS_DIR", str(tmp_path))
+    for user in ("al", "lib", "alice"):
+        os.makedirs(ownerstamp.data_root(user))
+    (tmp_path / "bob").mkdir()
+    (tmp_path / "bob" / "docker").symlink_to(ownerstamp.data_root("alice"))
+    mounts = mountinfo.parse("23 1 254:0 / / rw - ext4 /dev/vda rw\n")
+    users = ["al", "lib", "alice", "bob"]
+    assert len(prestart.check_distinct(users, mounts)) == 1
+    for user in ("alice", "bob"):
+        (finding,) = prestart.check_distinct(users, mounts, involving=user)
+        assert "/alice/docker is the same directory as the data-root of bob" in finding.problem
+    for user in ("al", "lib"):
+        assert prestart.check_distinct(users, mounts, involving=user) == [], user
