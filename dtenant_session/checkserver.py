@@ -115,8 +115,13 @@ class Handler(socketserver.BaseRequestHandler):
             request = read_request(self.request)
         except OSError:
             return  # the client gave up: it checks in a process of its own
-        status, text = answer(request, pid, uid, self.server.nft)
         subject = request.strip().decode("ascii", errors="replace")
+        try:
+            status, text = answer(request, pid, uid, self.server.nft)
+        except Exception as exc:  # noqa: BLE001 - no answer: the client checks by itself
+            log.log(f"pre-start check of {subject!r} (pid {pid}) failed in the server, the "
+                    f"daemon checks by itself: {exc!r}", priority=log.ERR)  # fmt: skip
+            return
         outcome = "allowed" if status == 0 else f"refused: {text.strip()}"
         # What it refused is in the daemon's journal already (the client's stderr).
         log.trace("pre-start check", f"{subject} (pid {pid})", outcome, started,

@@ -120,7 +120,7 @@ static int ask_server(const char *user)
         length += (size_t)got;
     close(fd);
     /* A whole answer: the connection closed, a status line of 0, 1 or 2, then text. */
-    if (got != 0 || length < 2 || answer[1] != '\n' || !strchr("012", answer[0]))
+    if (got != 0 || length < 2 || answer[1] != '\n' || answer[0] < '0' || answer[0] > '2')
         return -1;
     if (length > 2 && write(STDERR_FILENO, answer + 2, length - 2) < 0)
         return -1;

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from dtenant_session import checkserver
+from dtenant_session import checkserver, prestart
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 SOURCE = CHECKOUT / "packaging" / "libexec" / "check-tenant.c"
@@ -166,6 +166,7 @@ def test_a_daemon_whose_filter_does_not_hold_is_checked_in_a_process_of_its_own(
         pytest.param(lambda _: b"0", id="no status line"),
         pytest.param(lambda _: b"allowed\n", id="not a status"),
         pytest.param(lambda _: b"3\n", id="an unknown status"),
+        pytest.param(lambda _: b"\0\n", id="a NUL for a status"),
         pytest.param(lambda _: b"0\n" + b"x" * 70_000, id="an answer too long"),
         pytest.param(lambda _: None, id="no answer in time"),
     ],
@@ -210,3 +211,29 @@ def test_a_request_is_read_up_to_its_newline_and_no_further() -> None:
         assert checkserver.read_request(here) == b"alice\n"
         there.sendall(b"x" * 100)
         assert checkserver.read_request(here) == b"x" * checkserver.REQUEST_MAX
+
+
+def test_a_server_that_fails_gives_no_answer_and_no_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The client then checks in a process of its own; the journal names the failure."""
+
+    def broken(*_: object) -> tuple[int, str]:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(prestart, "verdict", broken)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "check.sock"))
+    listener.listen(1)
+    server = checkserver.CheckServer(listener)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(tmp_path / "check.sock"))
+            client.sendall(b"alice\n")
+            client.settimeout(10)
+            assert client.recv(100) == b""
+    finally:
+        server.shutdown()
+        listener.close()
+    assert "Traceback" not in capfd.readouterr().err
