@@ -88,7 +88,8 @@ def active_daemons() -> set[str]:
 
 
 def add_ghosts(total: int) -> int:
-    """Registry rows, networkd files and bridges until `total` tenants are registered."""
+    """Registry rows, networkd files, bridges and data-root directories (what the
+    pre-start check and verify compare) until `total` tenants are registered."""
     network = load().network
     with Registry() as registry:
         have = len(registry.all())
@@ -97,6 +98,7 @@ def add_ghosts(total: int) -> int:
             tenant = allocation.tenant
             tenant.netdev_file.write_text(render.netdev(allocation))
             tenant.network_file.write_text(render.network(allocation))
+            tenant.data_root.mkdir(parents=True, exist_ok=True)
     run(["networkctl", "reload"])
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

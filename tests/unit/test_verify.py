@@ -89,3 +89,36 @@ def test_overlapping_data_roots_name_the_tenants_they_belong_to_only(
         assert "/alice/docker is the same directory as the data-root of bob" in finding.problem
     for user in ("al", "lib"):
         assert prestart.check_distinct(users, mounts, involving=user) == [], user
+
+
+def test_data_roots_are_located_as_filesystem_location_locates_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path (the tenants' directory resolved once) agrees with resolving each
+    data-root by itself, whatever symlinks and mounts lie in a tenant's part of the path."""
+    tenants = tmp_path / "tenants"
+    monkeypatch.setattr(paths, "TENANTS_DIR", str(tmp_path / "via"))
+    (tmp_path / "via").symlink_to(tenants)  # the tenants' directory itself behind a symlink
+    for user in ("plain", "linked", "capped", "nested"):
+        os.makedirs(tenants / user / "docker")
+    os.makedirs(tmp_path / "elsewhere" / "docker")
+    (tenants / "moved").symlink_to(tmp_path / "elsewhere")  # a tenant's directory moved
+    (tenants / "linked" / "docker").rename(tenants / "linked" / "real")
+    (tenants / "linked" / "docker").symlink_to(tenants / "linked" / "real")
+    (tenants / "file").mkdir()
+    (tenants / "file" / "docker").write_text("")
+    (tenants / "dangling").mkdir()
+    (tenants / "dangling" / "docker").symlink_to(tmp_path / "nowhere")
+    mounts = mountinfo.parse(
+        "23 1 254:0 / / rw - ext4 /dev/vda rw\n"
+        f"40 23 7:3 / {tenants}/capped/docker rw - ext4 /dev/loop3 rw\n"
+        f"41 23 254:0 {tenants}/plain/docker {tenants}/nested/docker rw - ext4 /dev/vda rw\n"
+    )
+    locate = prestart.Locator(mounts)
+    users = ["plain", "linked", "capped", "nested", "moved", "file", "dangling", "missing"]
+    for user in users:
+        root = ownerstamp.data_root(user)
+        expected = prestart.filesystem_location(root, mounts) if os.path.isdir(root) else None
+        assert locate(user) == expected, user
+    (finding,) = prestart.check_distinct(users, mounts, involving="nested")
+    assert "data-root of nested" in finding.problem and finding.tenant == "plain"
