@@ -365,25 +365,32 @@ def check_filesystem(user: str, mounts: list[mountinfo.MountEntry]) -> list[Find
 
 class Locator:
     """filesystem_location of tenants' data-roots, fast for a thousand of them: the
-    tenants' directory is resolved once, and a data-root by itself only when a symlink
-    or a mount lies in its own part of the path (a tenant's directory or data-root)."""
+    tenants' directory is resolved and listed once, and a data-root by itself only when a
+    symlink or a mount lies in its own part of the path (a tenant's directory or
+    data-root); otherwise one lstat tells."""
 
     def __init__(self, mounts: list[mountinfo.MountEntry]) -> None:
         self.mounts = mounts
-        self.base = os.path.realpath(paths.TENANTS_DIR)
-        self.base_location = filesystem_location(self.base, mounts)
-        below = (m.mount_point[len(self.base) + 1 :] for m in mounts
-                 if m.mount_point.startswith(self.base + "/"))  # fmt: skip
-        self.mounted = {point.split("/", 1)[0] for point in below}
+        base = os.path.realpath(paths.TENANTS_DIR)
+        self.base_location = filesystem_location(base, mounts)
+        below = (m.mount_point[len(base) + 1 :] for m in mounts
+                 if m.mount_point.startswith(base + "/"))  # fmt: skip
+        mounted = {point.split("/", 1)[0] for point in below}
+        try:
+            with os.scandir(base) as entries:  # d_type: no stat for each tenant
+                directories = {e.name for e in entries if e.is_dir(follow_symlinks=False)}
+        except OSError:
+            directories = set()
+        self.plain = directories - mounted
 
     def __call__(self, user: str) -> tuple[str, str, str] | None:
         """The data-root's location, or None when it is not a directory."""
         root = data_root(user)
         try:
-            parent, own = os.lstat(os.path.dirname(root)), os.lstat(root)
+            own = os.lstat(root) if user in self.plain else None
         except OSError:
             return None
-        if stat.S_ISLNK(parent.st_mode) or stat.S_ISLNK(own.st_mode) or user in self.mounted:
+        if own is None or stat.S_ISLNK(own.st_mode):
             return filesystem_location(root, self.mounts) if os.path.isdir(root) else None
         if not stat.S_ISDIR(own.st_mode):
             return None

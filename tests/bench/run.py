@@ -85,9 +85,11 @@ def report(login: dict[str, Any], scale: dict[str, Any]) -> list[str]:
          f"<= 2000 ms: {verdict(last['reap_pass_ms'] <= 2000)}; daemons started "
          f"{last['daemons_started_by_reap']}"),
         (f"dtenant verify, {last['tenants']} tenants", f"{last['verify_ms']} ms", ""),
-        (f"pre-start check, {last['tenants']} tenants: server / in a process of its own",
-         f"{last['check_tenant_ms']} / {last['check_tenant_direct_ms']} ms",
-         f"a few ms: {verdict(last['check_tenant_ms'] < 5)}"),
+        (f"pre-start check at {first['tenants']} / {last['tenants']} tenants",
+         f"{first['check_tenant_ms']} / {last['check_tenant_ms']} ms (in a process of its own: "
+         f"{first['check_tenant_direct_ms']} / {last['check_tenant_direct_ms']})",
+         f"a few ms: {verdict(first['check_tenant_ms'] < 5)}; < 100 ms at "
+         f"{last['tenants']}: {verdict(last['check_tenant_ms'] < 100)}"),
         (f"firewall sync, {last['tenants']} tenants", f"{last['firewall_sync_ms']} ms", ""),
         ("50 concurrent first logins",
          f"{scale['concurrent_logins_ok']}/{scale['concurrent_logins']} ok in "
