@@ -98,11 +98,6 @@ class CannotCheck(Exception):
 # -- facts about the machine ------------------------------------------------------------
 
 
-def registered_tenants() -> dict[str, int]:
-    """user -> uid from the registry, read-only (no schema writes)."""
-    return {user: uid for user, (uid, _) in registered_ids().items()}
-
-
 def registered_ids() -> dict[str, tuple[int, int]]:
     """user -> (uid, id_base) from the registry, read-only (no schema writes)."""
     try:
