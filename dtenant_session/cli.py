@@ -167,9 +167,7 @@ def _restart(args: argparse.Namespace) -> int:
         raise DtenantError("restart: name a USER or give --outdated (not both)")
     settings = config.load()
     steps = (
-        lifecycle.restart_outdated(settings)
-        if args.outdated
-        else lifecycle.restart(args.user, settings)
+        lifecycle.restart_outdated() if args.outdated else lifecycle.restart(args.user, settings)
     )
     for step in steps:
         print(step)

@@ -112,6 +112,7 @@ def _stop(user: str, main_pid: int) -> None:
 
 
 def _stop_orphans(user: str) -> None:
+    _remove_pid_file(user)
     if move.current_mark(user) is not None:
         print("dtenant: moving to a new daemon: its containers keep running")
         return
@@ -122,6 +123,17 @@ def _stop_orphans(user: str) -> None:
     held = len(move.held_scope_names(scopes))
     note = f" and {held} scope(s) of shims held since a move" if held else ""
     print(f"dtenant: stopped {len(scopes) - held} container(s) left without their daemon{note}")
+
+
+def _remove_pid_file(user: str) -> None:
+    """dockerd refuses to start while its pid file names a live process: a daemon killed
+    outright (the reaper's idle stop, the OOM killer) leaves the file, and by its next
+    start the pid may be anyone's. Its main process is gone when ExecStopPost= runs."""
+    try:
+        os.unlink(paths.pid_file(user))
+        print("dtenant: removed the pid file the daemon left")
+    except FileNotFoundError:
+        pass
 
 
 GRACE = 10.0  # seconds a container gets between SIGTERM and SIGKILL, as with `docker stop`

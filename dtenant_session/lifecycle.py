@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import select
@@ -20,11 +21,13 @@ from dtenant_session import (
     activity,
     bootstart,
     command,
+    daemonstop,
     desired,
     disabled,
     dockerapi,
     dockerhost,
     files,
+    freezer,
     log,
     mountinfo,
     move,
@@ -87,41 +90,42 @@ IDLE_STOP_SECONDS = 120.0  # a daemon without containers stops in a second or tw
 
 def stop_idle_daemon(allocation: Allocation, still_idle: Callable[[], bool]) -> bool:
     """Stop a daemon that runs no container, unless still_idle() says it was used again;
-    False when it was kept. The last look and the stop are milliseconds apart: the daemon
-    gets SIGTERM at once (no ExecStop= first, which takes a python start and a reload,
-    and during which it would still accept requests it then cannot finish), so it closes
-    its listener right away; whoever connects after that waits in the socket's queue,
-    which systemd keeps, and is served by the next start. ExecStop= still runs after the
-    daemon exits (systemd.service(5)), with nothing left to stop."""
+    False when it was kept. The last look is taken with the daemon frozen (freezer.py): it
+    accepts nothing meanwhile, so whoever connects after the look waits in the socket's
+    queue, which systemd keeps, and is served whole by the next start. Found idle, with
+    no container either, it is killed where it stands and never runs again: systemd
+    counts that as a stop, not a failure (SuccessExitStatus=SIGKILL), and ExecStop= and
+    ExecStopPost= still run after it, with nothing left to stop."""
     t = allocation.tenant
 
     async def stop(bus: systemd.Bus) -> bool:
         pid = await bus.main_pid(t.service_unit)
-        if not pid:
+        group = (await bus.control_groups([t.service_unit])).get(t.service_unit)
+        if not pid or not group:
             return True  # it stopped by itself meanwhile
         with _process(pid) as exited:
-            if not still_idle():
-                return False
-            await bus.signal_main(t.service_unit, signal.SIGTERM)
-            # Its exit is what counts: a client waiting in the queue may start the next
-            # daemon at once, so the unit itself may never be seen inactive.
+            with freezer.frozen(group) as daemon:
+                if daemonstop.orphan_scopes(os.path.dirname(group)) or not still_idle():
+                    return False
+                daemon.kill()
             if not await asyncio.to_thread(exited, IDLE_STOP_SECONDS):
-                await bus.stop(t.service_unit)  # it did not exit: the unit's own way, then
-        await _stopped(bus, t.service_unit)
+                raise DtenantError(f"the daemon (pid {pid}) did not exit once killed")
+        await _stopped(bus, t.service_unit, pid)
         await _deliberate(bus, t)
         return True
 
     return systemd.run(stop, timeout=IDLE_STOP_SECONDS + 60)
 
 
-async def _stopped(bus: systemd.Bus, unit: str) -> None:
-    """Until systemd is done with the stop (ExecStop=, ExecStopPost=)."""
+async def _stopped(bus: systemd.Bus, unit: str, pid: int) -> None:
+    """Until systemd is done with the stop of the daemon that was pid (ExecStop=,
+    ExecStopPost=); a client waiting in the queue may start the next one at once."""
     deadline = asyncio.get_running_loop().time() + IDLE_STOP_SECONDS
     while asyncio.get_running_loop().time() < deadline:
         state = (await bus.units([unit])).get(unit)
-        if state is None or state.active != "deactivating":
+        if state is None or (state.active != "deactivating" and await bus.main_pid(unit) != pid):
             return
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -513,7 +517,7 @@ def _moved_into(user: str, main_pid: int, shims: list[int], scope: str) -> str:
             f"{len(held)} shim(s) held in {scope}")  # fmt: skip
 
 
-def restart_outdated(config: Config) -> list[str]:
+def restart_outdated() -> list[str]:
     """Move daemons that run an outdated binary (binaries.py) to the new one. One with no
     running container stops, and its socket starts the new dockerd at the next command;
     one with running containers moves without stopping them (move_daemon); one that
@@ -525,27 +529,36 @@ def restart_outdated(config: Config) -> list[str]:
     rows = [r for r in status.collect() if r.outdated]
     with Registry() as registry:
         allocations = {a.user: a for a in registry.all()}
-    ss = command.run([command.which("ss"), "-xnH", "state", "connected"], timeout=30)
-    connections = reaper.socket_connections(ss.stdout)
+    connections = reaper.connections()
     steps = []
     for row in rows:
         stale = ", ".join(row.outdated)
         allocation = allocations.get(row.user)
         if allocation is None:
             continue
+        connected = f"{row.user}: kept for now: runs an outdated {stale}, and a client is connected"
         if connections.get(row.socket):
-            steps.append(f"{row.user}: kept for now: runs an outdated {stale}, and a client "
-                         f"is connected")  # fmt: skip
+            steps.append(connected)
             continue
         if row.running_containers != 0:
             steps.append(f"{row.user}: {_move_busy(allocation, stale)}")
             continue
-        stop_daemon(allocation, config, with_containers=False)
+        # Its last look frozen, as the reaper's: a command arriving now waits for the new one.
+        unconnected = functools.partial(_unconnected, row.socket)
+        if not stop_idle_daemon(allocation, unconnected):
+            steps.append(connected)
+            continue
         log.log(f"stopped the daemon running an outdated {stale}; its socket starts the new "
                 f"one", priority=log.NOTICE, user=row.user, step="outdated")  # fmt: skip
         steps.append(f"{row.user}: stopped (it ran an outdated {stale} and no container); "
                      f"the next docker command starts the new one")  # fmt: skip
     return steps or ["no daemon runs an outdated binary"]
+
+
+def _unconnected(socket: str) -> bool:
+    from dtenant_session import reaper
+
+    return not reaper.connections().get(socket)
 
 
 def _move_busy(allocation: Allocation, stale: str) -> str:

@@ -83,6 +83,11 @@ def stamp_path(user: str) -> str:
     return f"{STAMPS_DIR}/{user}"
 
 
+def pid_file(user: str) -> str:
+    """dockerd's pid file (daemon.json's pidfile)."""
+    return f"{RUN_TENANTS_DIR}/{user}/docker.pid"
+
+
 def activity_path(user: str) -> str:
     """Touched on API use and by reaper passes that see a session: the last activity."""
     return f"{RUN_TENANTS_DIR}/{user}/activity"

@@ -26,7 +26,9 @@ from dtenant_session import (
     command,
     config,
     disabled,
+    egress,
     files,
+    freezer,
     lifecycle,
     log,
     metrics,
@@ -106,30 +108,36 @@ def mark_sessions_active(seen: list[Observation], now: float) -> list[Observatio
 
 
 def socket_connections(ss_output: str) -> dict[str, int]:
-    """Live connections per listening path, from `ss -xnH state connected` (pure).
-
-    A connection whose peer is gone (peer inode 0) is not use: dockerd may not have closed
-    its end yet."""
+    """Connections per listening path, from `ss -xanH` (pure): those accepted, and those
+    waiting in the listening socket's queue (its LISTEN line's Recv-Q), which a daemon
+    frozen for its last look (freezer.py) has not accepted. An accepted connection whose
+    peer is gone (peer inode 0) is not use: dockerd may not have closed its end yet."""
     counts: dict[str, int] = {}
     for line in ss_output.splitlines():
         fields = line.split()
         # Netid State Recv-Q Send-Q Local Port Peer PeerPort
-        if len(fields) >= 8 and fields[4].startswith("/") and fields[7] != "0":
-            counts[fields[4]] = counts.get(fields[4], 0) + 1
+        if len(fields) < 8 or not fields[4].startswith("/"):
+            continue
+        if fields[1] == "LISTEN" and fields[2].isdigit():
+            use = int(fields[2])
+        else:
+            use = 1 if fields[1] == "ESTAB" and fields[7] != "0" else 0
+        if use:
+            counts[fields[4]] = counts.get(fields[4], 0) + use
     return counts
 
 
-def _connections() -> dict[str, int]:
-    ss = command.run([command.which("ss"), "-xnH", "state", "connected"], timeout=30)
+def connections() -> dict[str, int]:
+    ss = command.run([command.which("ss"), "-xanH"], timeout=30)
     return socket_connections(ss.stdout)
 
 
 def untouched(allocation: Allocation, idle_timeout: float) -> bool:
-    """The last look before an idle daemon's stop, milliseconds before it: nothing is
-    connected to its socket and no request came within idle_timeout (the plugin stamps
-    every request to within authz.ACTIVITY_EVERY, well below the 1 s idle_timeout can be
-    at least)."""
-    if _connections().get(str(allocation.tenant.socket), 0):
+    """The last look before an idle daemon's stop, taken with the daemon frozen
+    (lifecycle.stop_idle_daemon): nothing is connected to its socket or waiting in its
+    queue, and no request came within idle_timeout (the plugin stamps every request to
+    within authz.ACTIVITY_EVERY, well below the 1 s idle_timeout can be at least)."""
+    if connections().get(str(allocation.tenant.socket), 0):
         return False
     last = activity.last(allocation.user)
     return last is None or time.time() - last >= idle_timeout
@@ -148,7 +156,7 @@ def observe(allocations: list[Allocation]) -> list[Observation]:
             return units, None
 
     units, sessions = systemd.run(gather)
-    connections = _connections()
+    in_use = connections()
     seen = []
     for a in allocations:
         unit = units.get(a.tenant.service_unit)
@@ -156,7 +164,7 @@ def observe(allocations: list[Allocation]) -> list[Observation]:
         seen.append(Observation(
             user=a.user, uid=a.uid, daemon=state,
             sessions=None if sessions is None else sessions.get(a.uid, 0),
-            connections=connections.get(str(a.tenant.socket), 0),
+            connections=in_use.get(str(a.tenant.socket), 0),
             running_containers=status.running_containers(a) if state == "active" else None,
             last_activity=activity.last(a.user),
         ))  # fmt: skip
@@ -216,6 +224,8 @@ def _last_good() -> tuple[Reap, str]:
 
 
 def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> list[Decision]:
+    if not dry_run:
+        _thaw_left()
     with Registry(read_only=True) as registry:
         everyone = registry.all()
     allocations = [a for a in everyone if user is None or a.user == user]
@@ -265,16 +275,29 @@ def reap(config: Config, *, dry_run: bool = False, user: str | None = None) -> l
         if decision.action == STOP_WITH_CONTAINERS:
             _tell(allocation, notice(decision, time.time()))
     if user is None:
-        _move_outdated(config)
+        _move_outdated()
     _refresh_sizes(allocations)
     return isolated + decisions
 
 
-def _move_outdated(config: Config) -> None:
+def _thaw_left() -> None:
+    """A daemon frozen for its last look by a stop that was itself killed midway (the
+    pass's timeout, a crash) would hang its user's commands for good: thawed first."""
+    try:
+        thawed = freezer.thaw_left(f"{egress.TOP_SLICE}/dtenant-*.slice/docker@*.service")
+    except (OSError, freezer.FreezeError, files.LockBusy) as exc:
+        log.log(f"reaper: daemons left frozen unknown: {exc}", priority=log.WARNING, step="reap")
+        return
+    for directory in thawed:
+        log.log(f"reaper: thawed {directory}, left frozen by an interrupted stop",
+                priority=log.WARNING, step="reap")  # fmt: skip
+
+
+def _move_outdated() -> None:
     """Daemons left on an old dockerd or containerd by an update move to the new one when
     that stops nothing of theirs (lifecycle.restart_outdated); the rest are logged."""
     try:
-        for step in lifecycle.restart_outdated(config):
+        for step in lifecycle.restart_outdated():
             if "kept" in step:
                 log.log(f"reaper: {step}", priority=log.NOTICE, step="reap")
     except Exception as exc:  # noqa: BLE001 - the pass goes on

@@ -202,7 +202,7 @@ class Tenant:
 
     @property
     def pidfile(self) -> Path:
-        return self.run_dir / "docker.pid"
+        return Path(paths.pid_file(self.user))
 
     @property
     def subid_files(self) -> dict[str, Path]:

@@ -82,6 +82,112 @@ def _wake(lab: host.Lab, user: str, script: str = "docker ps -q") -> str:
     return lab.run(as_user_without_session(user, script)).stdout
 
 
+# Runs as root in the lab: the reaper's own stop of racer's idle daemon, with a command
+# sent right after its last look found the daemon idle and given two seconds to finish.
+LATE_COMMAND = """
+import json, subprocess, sys
+from dtenant_session import lifecycle, reaper
+from dtenant_session.registry import Registry
+
+user, argv = sys.argv[1], sys.argv[2:]
+with Registry(read_only=True) as registry:
+    (allocation,) = [a for a in registry.all() if a.user == user]
+late = []
+
+def still_idle():
+    idle = reaper.untouched(allocation, 1)
+    late.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        late[0].wait(2)  # a daemon that still accepts serves it meanwhile
+    except subprocess.TimeoutExpired:
+        pass
+    return idle
+
+stopped = lifecycle.stop_idle_daemon(allocation, still_idle)
+out, err = late[0].communicate(timeout=120)
+print(json.dumps({"stopped": stopped, "returncode": late[0].returncode, "stderr": err}))
+"""
+
+
+def test_a_command_right_after_the_last_look_is_served_by_the_next_daemon(
+    lab: host.Lab, racer: str, short_idle: None
+) -> None:
+    """The moment between the reaper's last look and its stop, stretched to two seconds:
+    `docker create --rm` arrives just after the look found the daemon idle. It waits in
+    the socket's queue and the next daemon serves it whole: the container is there. A
+    daemon that served it just before its stop would leave a created --rm container,
+    which its successor removes as it starts (dockerd's restore): the user's
+    `docker run --rm` then fails with "No such container"."""
+    _wake(lab, racer, "docker rm -f late >/dev/null 2>&1; true")
+    time.sleep(1.5)  # idle for longer than idle_timeout
+    create = as_user_without_session(racer, f"docker create --rm --name late {IMAGE} true")
+    ran = lab.run(["python3", "-c", LATE_COMMAND, racer, *create], timeout=300)
+    result = json.loads(ran.stdout.splitlines()[-1])
+    try:
+        assert result["stopped"] is True, result
+        assert result["returncode"] == 0, result["stderr"]
+        seen = _wake(lab, racer, "docker container inspect -f '{{.HostConfig.AutoRemove}}' late")
+        assert seen.strip() == "true"
+    finally:
+        _wake(lab, racer, "docker rm -f late >/dev/null 2>&1; true")
+
+
+def test_an_idle_stop_is_a_clean_stop(lab: host.Lab, racer: str, short_idle: None) -> None:
+    """Stopped outright, the idle daemon's unit is inactive with no failure: not
+    restarted by systemd (Restart=), no start limit counted, no failure told the user."""
+    unit = f"docker@{racer}.service"
+    _wake(lab, racer)
+    time.sleep(1.5)
+    (decision,) = json.loads(lab.run(["dtenant", "reap", racer, "--json"]).stdout)
+    assert (decision["action"], decision["done"]) == ("stop", True), decision
+    time.sleep(3)  # beyond RestartSec=
+    shown = lab.run(["systemctl", "show", "-p", "ActiveState", "-p", "Result", unit]).stdout
+    assert sorted(shown.split()) == ["ActiveState=inactive", "Result=success"], shown
+    assert "failed" not in lab.ssh(racer, "bash -lc true").stderr
+
+
+def test_a_daemon_killed_outright_leaves_no_pid_file(lab: host.Lab, racer: str) -> None:
+    """Killed outright (the reaper's idle stop, the OOM killer), dockerd leaves its pid
+    file; by its next start that pid may be anyone's, and dockerd refuses to start while
+    the file names a live process ("pid file found")."""
+    unit, pid_file = f"docker@{racer}.service", f"/run/dtenant/tenants/{racer}/docker.pid"
+    _wake(lab, racer)
+    pid = lab.run(["systemctl", "show", "-p", "MainPID", "--value", unit]).stdout.strip()
+    lab.run(["kill", "-KILL", pid])
+    deadline = time.monotonic() + 60
+    while lab.run(["systemctl", "show", "-p", "SubState", "--value", unit]).stdout.strip() not in (
+        "dead", "failed", "auto-restart"
+    ):  # fmt: skip
+        assert time.monotonic() < deadline, "the killed daemon's unit never settled"
+        time.sleep(0.1)
+    left = lab.run(["cat", pid_file], check=False).stdout.strip()
+    assert left != pid, f"{pid_file} still names the killed daemon"
+    assert _wake(lab, racer, "docker ps -q >/dev/null && echo answered").strip() == "answered"
+
+
+def _daemon_freezer(lab: host.Lab, user: str) -> str:
+    group = lab.run(["systemctl", "show", "-p", "ControlGroup", "--value",
+                     f"docker@{user}.service"]).stdout.strip()  # fmt: skip
+    for root in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        if lab.run(["test", "-e", f"{root}{group}/cgroup.freeze"], check=False).returncode == 0:
+            return f"{root}{group}/cgroup.freeze"
+    raise AssertionError(f"no cgroup.freeze for {group}")
+
+
+def test_a_daemon_left_frozen_by_an_interrupted_stop_is_thawed_by_the_next_pass(
+    lab: host.Lab, racer: str
+) -> None:
+    """A reaper killed between its freeze and its thaw (its service's timeout, a reboot of
+    systemd) must not leave a user's daemon hanging: the next pass thaws it."""
+    _wake(lab, racer)
+    freeze = _daemon_freezer(lab, racer)
+    lab.run(["tee", freeze], input="1")
+    lab.run(["dtenant", "reap", racer, "--json"], timeout=300)
+    assert lab.run(["cat", freeze]).stdout.strip() == "0"
+    answered = _wake(lab, racer, "timeout 30 docker ps -q >/dev/null && echo answered")
+    assert answered.strip() == "answered"
+
+
 def test_runuser_login_shells_get_docker_host(lab: host.Lab, racer: str) -> None:
     """Debian's runuser stacks include no common-session: DOCKER_HOST comes from
     /etc/profile.d for a user with a daemon of their own."""

@@ -64,6 +64,18 @@ def test_socket_connections_count_live_peers_only() -> None:
     assert reaper.socket_connections(ss) == {"/run/docker-alice.sock": 1, "/run/docker-bob.sock": 1}
 
 
+def test_socket_connections_count_clients_waiting_in_the_queue() -> None:
+    """A frozen daemon accepts nothing: its clients wait in the listening socket's queue
+    (Recv-Q of its LISTEN line), where no ESTAB line names the socket's path."""
+    ss = (
+        "u_str LISTEN 2 4096 /run/docker-alice.sock 345800 * 0\n"
+        "u_str LISTEN 0 4096 /run/docker-bob.sock 345801 * 0\n"
+        "u_str ESTAB 0 0 * 345870 * 0\n"
+        "u_str ESTAB 0 0 * 345871 * 0\n"
+    )
+    assert reaper.socket_connections(ss) == {"/run/docker-alice.sock": 2}
+
+
 def test_a_session_seen_by_a_pass_counts_as_activity_now() -> None:
     logged_in, gone, unknown = _seen(sessions=1), _seen(user="bob"), _seen(sessions=None)
     marked = reaper.mark_sessions_active([logged_in, gone, unknown], NOW)
