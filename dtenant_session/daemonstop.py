@@ -112,7 +112,7 @@ def _stop(user: str, main_pid: int) -> None:
 
 
 def _stop_orphans(user: str) -> None:
-    _remove_pid_file(user)
+    _remove_pid_files(user)
     if move.current_mark(user) is not None:
         print("dtenant: moving to a new daemon: its containers keep running")
         return
@@ -125,15 +125,19 @@ def _stop_orphans(user: str) -> None:
     print(f"dtenant: stopped {len(scopes) - held} container(s) left without their daemon{note}")
 
 
-def _remove_pid_file(user: str) -> None:
-    """dockerd refuses to start while its pid file names a live process: a daemon killed
-    outright (the reaper's idle stop, the OOM killer) leaves the file, and by its next
-    start the pid may be anyone's. Its main process is gone when ExecStopPost= runs."""
-    try:
-        os.unlink(paths.pid_file(user))
-        print("dtenant: removed the pid file the daemon left")
-    except FileNotFoundError:
-        pass
+def _remove_pid_files(user: str) -> None:
+    """A daemon killed outright (the reaper's idle stop, the OOM killer) leaves its pid file
+    and its containerd's (dockerd removes both only at a clean shutdown), and by its next
+    start each pid may be anyone's: dockerd refuses to start while its own names a live
+    process, and takes a live process named by containerd's for its containerd, waits for
+    it in vain and fails. Every process of the unit is gone when ExecStopPost= runs."""
+    for pid_file, whose in ((paths.pid_file(user), "daemon"),
+                            (paths.containerd_pid_file(user), "containerd")):  # fmt: skip
+        try:
+            os.unlink(pid_file)
+            print(f"dtenant: removed the pid file the {whose} left")
+        except FileNotFoundError:
+            pass
 
 
 GRACE = 10.0  # seconds a container gets between SIGTERM and SIGKILL, as with `docker stop`

@@ -88,6 +88,11 @@ def pid_file(user: str) -> str:
     return f"{RUN_TENANTS_DIR}/{user}/docker.pid"
 
 
+def containerd_pid_file(user: str) -> str:
+    """The pid file of the containerd dockerd runs (libcontainerd, in its exec-root)."""
+    return f"{RUN_TENANTS_DIR}/{user}/exec/containerd/containerd.pid"
+
+
 def activity_path(user: str) -> str:
     """Touched on API use and by reaper passes that see a session: the last activity."""
     return f"{RUN_TENANTS_DIR}/{user}/activity"

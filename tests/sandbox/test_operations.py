@@ -165,6 +165,33 @@ def test_a_daemon_killed_outright_leaves_no_pid_file(lab: host.Lab, racer: str) 
     assert _wake(lab, racer, "docker ps -q >/dev/null && echo answered").strip() == "answered"
 
 
+def test_an_idle_stop_leaves_no_containerd_pid_for_the_next_daemon(
+    lab: host.Lab, racer: str, short_idle: None
+) -> None:
+    """Killed with the daemon, its containerd leaves its pid file (dockerd removes it only
+    at a clean shutdown). The next dockerd takes any live process holding that pid for its
+    containerd "still running", waits for it in vain and fails to start: three times, and
+    the start limit ends the user's commands. Here the pid is given to a process of the
+    user's at once, as pid reuse does in time."""
+    left = f"/run/dtenant/tenants/{racer}/exec/containerd/containerd.pid"
+    unit = f"docker@{racer}.service"
+    _wake(lab, racer)
+    time.sleep(1.5)
+    (decision,) = json.loads(lab.run(["dtenant", "reap", racer, "--json"]).stdout)
+    assert (decision["action"], decision["done"]) == ("stop", True), decision
+    lab.run(["systemd-run", f"--uid={racer}", "--unit=pid-holder", "sleep", "300"])
+    pid = lab.run(["systemctl", "show", "-p", "MainPID", "--value", "pid-holder"]).stdout.strip()
+    lab.run(["bash", "-c", f"if test -e {left}; then printf %s {pid} >{left}; fi"])
+    try:
+        answered = _wake(lab, racer, "timeout 40 docker ps -q >/dev/null && echo answered")
+        assert answered.strip() == "answered", lab.run(["systemctl", "status", unit],
+                                                      check=False).stdout[-1500:]  # fmt: skip
+    finally:
+        lab.run(["systemctl", "stop", "pid-holder"], check=False)
+        lab.run(["systemctl", "reset-failed", unit], check=False)
+        lab.run(["systemctl", "start", f"docker@{racer}.socket"], check=False)
+
+
 def _daemon_freezer(lab: host.Lab, user: str) -> str:
     group = lab.run(["systemctl", "show", "-p", "ControlGroup", "--value",
                      f"docker@{user}.service"]).stdout.strip()  # fmt: skip
