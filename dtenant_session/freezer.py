@@ -57,6 +57,10 @@ class Frozen:
                     os.kill(pid, signal.SIGKILL)
         self.killed = True
 
+    def unix_sockets(self) -> set[int]:
+        """The inodes of the unix sockets its processes hold (frozen, they hold still)."""
+        return {inode for pid in _pids(self.directory) for inode in _unix_sockets(pid)}
+
 
 @contextlib.contextmanager
 def frozen(control_group: str) -> Iterator[Frozen]:
@@ -129,6 +133,22 @@ def _pids(directory: str) -> list[int]:
             with contextlib.suppress(OSError), open(f"{where}/cgroup.procs") as stream:
                 pids += [int(p) for p in stream.read().split()]
     return pids
+
+
+def _unix_sockets(pid: int) -> set[int]:
+    """Its unix sockets, in whatever network namespace (the kernel's protocol name, as
+    "UNIX" or "UNIX-STREAM", tells them from the others)."""
+    inodes = set()
+    with contextlib.suppress(OSError):  # exited meanwhile
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            link = f"/proc/{pid}/fd/{fd}"
+            with contextlib.suppress(OSError):
+                target = os.readlink(link)
+                if target.startswith("socket:[") and os.getxattr(
+                    link, "system.sockprotoname"
+                ).startswith(b"UNIX"):
+                    inodes.add(int(target[len("socket:[") : -1]))
+    return inodes
 
 
 def _write(path: str, value: str) -> None:

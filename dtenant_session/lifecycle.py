@@ -88,7 +88,7 @@ def stop_daemon(allocation: Allocation, config: Config, *, with_containers: bool
 IDLE_STOP_SECONDS = 120.0  # a daemon without containers stops in a second or two
 
 
-def stop_idle_daemon(allocation: Allocation, still_idle: Callable[[], bool]) -> bool:
+def stop_idle_daemon(allocation: Allocation, still_idle: Callable[[freezer.Frozen], bool]) -> bool:
     """Stop a daemon that runs no container, unless still_idle() says it was used again;
     False when it was kept. The last look is taken with the daemon frozen (freezer.py): it
     accepts nothing meanwhile, so whoever connects after the look waits in the socket's
@@ -105,7 +105,7 @@ def stop_idle_daemon(allocation: Allocation, still_idle: Callable[[], bool]) -> 
             return True  # it stopped by itself meanwhile
         with _process(pid) as exited:
             with freezer.frozen(group) as daemon:
-                if daemonstop.orphan_scopes(os.path.dirname(group)) or not still_idle():
+                if daemonstop.orphan_scopes(os.path.dirname(group)) or not still_idle(daemon):
                     return False
                 daemon.kill()
             if not await asyncio.to_thread(exited, IDLE_STOP_SECONDS):
@@ -555,10 +555,10 @@ def restart_outdated() -> list[str]:
     return steps or ["no daemon runs an outdated binary"]
 
 
-def _unconnected(socket: str) -> bool:
+def _unconnected(socket: str, daemon: freezer.Frozen) -> bool:
     from dtenant_session import reaper
 
-    return not reaper.connections().get(socket)
+    return reaper.unconnected(socket, daemon)
 
 
 def _move_busy(allocation: Allocation, stale: str) -> str:

@@ -127,17 +127,38 @@ def socket_connections(ss_output: str) -> dict[str, int]:
     return counts
 
 
+def listed_sockets(ss_output: str) -> set[int]:
+    """The inodes of the unix sockets `ss -xanH` lists (pure): those of its network
+    namespace only."""
+    fields = (line.split() for line in ss_output.splitlines())
+    return {int(f[5]) for f in fields if len(f) >= 8 and f[5].isdigit()}
+
+
+def _ss() -> str:
+    return command.run([command.which("ss"), "-xanH"], timeout=30).stdout
+
+
 def connections() -> dict[str, int]:
-    ss = command.run([command.which("ss"), "-xanH"], timeout=30)
-    return socket_connections(ss.stdout)
+    return socket_connections(_ss())
 
 
-def untouched(allocation: Allocation, idle_timeout: float) -> bool:
+def unconnected(socket: str, daemon: freezer.Frozen) -> bool:
+    """Nothing connected to the frozen daemon's socket or waiting in its queue. A
+    connection's server end is in its client's network namespace: one from a client in a
+    namespace of its own (`unshare -rn`, a rootless container) is not listed here, but is
+    a unix socket the daemon holds that the host's namespace does not have."""
+    listed = _ss()
+    if socket_connections(listed).get(socket, 0):
+        return False
+    return not daemon.unix_sockets() - listed_sockets(listed)
+
+
+def untouched(allocation: Allocation, idle_timeout: float, daemon: freezer.Frozen) -> bool:
     """The last look before an idle daemon's stop, taken with the daemon frozen
-    (lifecycle.stop_idle_daemon): nothing is connected to its socket or waiting in its
-    queue, and no request came within idle_timeout (the plugin stamps every request to
-    within authz.ACTIVITY_EVERY, well below the 1 s idle_timeout can be at least)."""
-    if connections().get(str(allocation.tenant.socket), 0):
+    (lifecycle.stop_idle_daemon): unconnected, and no request came within idle_timeout
+    (the plugin stamps every request to within authz.ACTIVITY_EVERY, well below the 1 s
+    idle_timeout can be at least)."""
+    if not unconnected(str(allocation.tenant.socket), daemon):
         return False
     last = activity.last(allocation.user)
     return last is None or time.time() - last >= idle_timeout

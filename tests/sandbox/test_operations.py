@@ -94,8 +94,8 @@ with Registry(read_only=True) as registry:
     (allocation,) = [a for a in registry.all() if a.user == user]
 late = []
 
-def still_idle():
-    idle = reaper.untouched(allocation, 1)
+def still_idle(daemon):
+    idle = reaper.untouched(allocation, 1, daemon)
     late.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     try:
         late[0].wait(2)  # a daemon that still accepts serves it meanwhile
@@ -190,6 +190,29 @@ def test_an_idle_stop_leaves_no_containerd_pid_for_the_next_daemon(
         lab.run(["systemctl", "stop", "pid-holder"], check=False)
         lab.run(["systemctl", "reset-failed", unit], check=False)
         lab.run(["systemctl", "start", f"docker@{racer}.socket"], check=False)
+
+
+def test_a_client_in_a_network_namespace_of_its_own_keeps_the_daemon(
+    lab: host.Lab, racer: str, short_idle: None
+) -> None:
+    """A connection's server end belongs to its client's network namespace, so `ss` on
+    the host does not list the connection of a client in a namespace of its own (a user
+    namespace's, `unshare -rn`; a rootless container's): a `docker events` (or a long
+    `docker load`) there must keep the daemon as any connection does, not be cut off."""
+    events = ["systemd-run", f"--uid={racer}", "--unit=netns-client", "-p", "Type=exec",
+              f"--setenv=DOCKER_HOST=unix:///run/docker-{racer}.sock", "--",
+              "unshare", "-rn", "docker", "events"]  # fmt: skip
+    _wake(lab, racer)
+    lab.run(events)
+    try:
+        time.sleep(2)  # connected, and idle for longer than idle_timeout
+        (decision,) = json.loads(lab.run(["dtenant", "reap", racer, "--json"]).stdout)
+        assert not decision["done"], decision
+        assert _state(lab, "netns-client.service") == "active"
+        assert _state(lab, f"docker@{racer}.service") == "active"
+    finally:
+        lab.run(["systemctl", "stop", "netns-client"], check=False)
+        lab.run(["systemctl", "reset-failed", "netns-client"], check=False)
 
 
 def _daemon_freezer(lab: host.Lab, user: str) -> str:

@@ -84,3 +84,13 @@ def test_a_session_seen_by_a_pass_counts_as_activity_now() -> None:
     after = reaper.decide(replace(marked[0], sessions=0), RULES, NOW + 60)
     assert after.action == reaper.KEEP
     assert "last activity 60 s ago" in after.reasons[0]
+
+
+def test_listed_sockets_are_the_local_inodes_ss_shows() -> None:
+    ss = (
+        "u_str LISTEN 0 4096 /run/docker-ann.sock 17304383 * 0\n"
+        "u_str ESTAB 0 0 * 17304390 * 17304391\n"
+        "u_dgr UNCONN 0 0 /run/systemd/notify 1234 * 0\n"
+        "garbage\n"
+    )
+    assert reaper.listed_sockets(ss) == {17304383, 17304390, 1234}
