@@ -186,7 +186,7 @@ def observe(allocations: list[Allocation]) -> list[Observation]:
             user=a.user, uid=a.uid, daemon=state,
             sessions=None if sessions is None else sessions.get(a.uid, 0),
             connections=in_use.get(str(a.tenant.socket), 0),
-            running_containers=status.running_containers(a) if state == "active" else None,
+            running_containers=status.containers_in_use(a) if state == "active" else None,
             last_activity=activity.last(a.user),
         ))  # fmt: skip
     return seen

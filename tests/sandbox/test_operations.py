@@ -215,6 +215,28 @@ def test_a_client_in_a_network_namespace_of_its_own_keeps_the_daemon(
         lab.run(["systemctl", "reset-failed", "netns-client"], check=False)
 
 
+@pytest.mark.parametrize("state", ["restarting", "paused"])
+def test_a_container_between_restarts_or_paused_keeps_the_daemon(
+    lab: host.Lab, racer: str, short_idle: None, state: str
+) -> None:
+    """Neither counts as running in the daemon's summary: a `--restart=always` container
+    waiting out its back-off between two runs (no process, no scope at that moment) and a
+    paused one. Both are in use, as a running one is: the daemon is kept."""
+    start = {
+        "restarting": f"docker run -d --name backoff --restart=always {IMAGE} true",
+        "paused": f"docker run -d --name backoff {IMAGE} sleep 600 && docker pause backoff",
+    }
+    _wake(lab, racer, f"{start[state]} >/dev/null")  # fmt: skip
+    try:
+        time.sleep(1.5)
+        for _ in range(4):  # at any point of the back-off
+            (decision,) = json.loads(lab.run(["dtenant", "reap", racer, "--json"]).stdout)
+            assert decision["action"] == "keep", decision
+            time.sleep(0.4)
+    finally:
+        _wake(lab, racer, "docker rm -f backoff >/dev/null 2>&1; true")
+
+
 def _daemon_freezer(lab: host.Lab, user: str) -> str:
     group = lab.run(["systemctl", "show", "-p", "ControlGroup", "--value",
                      f"docker@{user}.service"]).stdout.strip()  # fmt: skip
