@@ -30,20 +30,27 @@ def replace(path: str | os.PathLike[str], content: str, mode: int = 0o644,
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.dtenant-tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+    # A temporary of this writer's own: two writers at once (the reaper's timer and a
+    # manual `dtenant reap`) would rename each other's away.
+    temporary = target.with_name(f".{target.name}.{os.urandom(6).hex()}.dtenant-tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  mode)  # fmt: skip
     try:
-        os.fchmod(fd, mode)  # a temporary left by a crash keeps its old mode; umask narrows
-        if owner is not None:
-            os.fchown(fd, *owner)
-        data = memoryview(content.encode())
-        while data:
-            data = data[os.write(fd, data) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, target)
+        try:
+            os.fchmod(fd, mode)  # umask narrows
+            if owner is not None:
+                os.fchown(fd, *owner)
+            data = memoryview(content.encode())
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 def write_if_changed(path: Path, content: str, mode: int = 0o644) -> bool:

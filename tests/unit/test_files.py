@@ -73,3 +73,28 @@ def test_a_symlink_in_the_place_of_a_file_is_replaced_not_followed(tmp_path: Pat
     assert files.write_if_changed(link, "same\n", 0o644)  # same content, yet replaced
     assert not link.is_symlink() and link.read_text() == "same\n"
     assert target.read_text() == "same\n"
+
+
+def test_concurrent_replaces_of_one_file_never_fail(tmp_path: Path) -> None:
+    """Two writers at once (the reaper's timer and a manual `dtenant reap`, both
+    remembering the settings) each have a temporary of their own."""
+    import threading
+
+    target = tmp_path / "settings.json"
+    errors: list[BaseException] = []
+
+    def write(text: str) -> None:
+        try:
+            for _ in range(300):
+                files.replace(target, text)
+        except OSError as exc:
+            errors.append(exc)
+
+    writers = [threading.Thread(target=write, args=(t,)) for t in ("a", "b")]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert errors == []
+    assert target.read_text() in ("a", "b")
+    assert [p.name for p in tmp_path.iterdir()] == ["settings.json"]
