@@ -101,13 +101,26 @@ def info_count(user: str, key: str, *, timeout: float = 10.0, agent: str = REAPE
     """A count from the daemon's summary (`Containers`, `ContainersRunning`, `Images`):
     one small answer, where listing would fetch every container's JSON (a tenant's labels
     can make that large). OSError naming what went wrong otherwise."""
+    (count,) = info_counts(user, [key], timeout=timeout, agent=agent)
+    return count
+
+
+def info_counts(user: str, keys: list[str], *, timeout: float = 10.0,
+                agent: str = REAPER_AGENT) -> list[int]:  # fmt: skip
+    """Several counts from one answer of the daemon's summary (info_count)."""
     import json
 
-    answer = get(user, "/info", timeout=timeout, agent=agent)
     try:
-        count = json.loads(answer)[key]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise OSError(f"the daemon's /info has no {key} ({exc})") from None
-    if not isinstance(count, int) or isinstance(count, bool):
-        raise OSError(f"the daemon's /info has no {key} (it says {count!r})")
-    return count
+        summary = json.loads(get(user, "/info", timeout=timeout, agent=agent))
+    except ValueError as exc:
+        raise OSError(f"the daemon's /info is no JSON ({exc})") from None
+    counts = []
+    for key in keys:
+        try:
+            count = summary[key]
+        except (KeyError, TypeError) as exc:
+            raise OSError(f"the daemon's /info has no {key} ({exc})") from None
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise OSError(f"the daemon's /info has no {key} (it says {count!r})")
+        counts.append(count)
+    return counts

@@ -187,8 +187,9 @@ def containers_in_use(allocation: Allocation) -> int | None:
     restart policy's back-off between two runs (the summary counts neither as running,
     and the last then has no process at all); None when the daemon does not answer."""
     try:
-        running = dockerapi.info_count(allocation.user, "ContainersRunning", timeout=5)
-        paused = dockerapi.info_count(allocation.user, "ContainersPaused", timeout=5)
+        running, paused = dockerapi.info_counts(
+            allocation.user, ["ContainersRunning", "ContainersPaused"], timeout=5
+        )
         restarting = json.loads(dockerapi.get(allocation.user, RESTARTING, timeout=5))
     except (OSError, ValueError) as exc:
         log.log(f"cannot count the containers in use: {exc}", priority=log.WARNING,
