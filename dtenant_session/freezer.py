@@ -46,7 +46,6 @@ class Frozen:
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        self.killed = False
 
     def kill(self) -> None:
         try:
@@ -55,7 +54,6 @@ class Frozen:
             for pid in _pids(self.directory):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        self.killed = True
 
     def unix_sockets(self) -> set[int]:
         """The inodes of the unix sockets its processes hold (frozen, they hold still)."""
@@ -64,8 +62,8 @@ class Frozen:
 
 @contextlib.contextmanager
 def frozen(control_group: str) -> Iterator[Frozen]:
-    """The group frozen for the block, thawed after it whatever happens (killed, the
-    thaw only keeps a leftover state from the group's next processes)."""
+    """The group frozen for the block, thawed after it whatever happens (after a kill
+    too: systemd may give the group's path to the unit's next processes)."""
     directory = cgroup2_directory(control_group)
     with _termination_deferred(), files.locked(LOCK, LOCK_SECONDS):
         _write(f"{directory}/cgroup.freeze", "1")
