@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
+from dtenant_session import move
+
 WATCHED = (
     "/usr/sbin/dockerd",
     "/usr/bin/containerd",
@@ -45,18 +47,6 @@ def _file_id(path: str) -> FileId | None:
     return st.st_dev, st.st_ino
 
 
-def _pids(cgroup_dir: str) -> list[int]:
-    pids = []
-    for directory, _subdirs, names in os.walk(cgroup_dir):
-        if "cgroup.procs" in names:
-            try:
-                with open(f"{directory}/cgroup.procs") as procs:
-                    pids += [int(p) for p in procs.read().split()]
-            except OSError:
-                continue
-    return pids
-
-
 def outdated(control_group: str, root: str = "/sys/fs/cgroup") -> list[str]:
     """The watched binaries of which some process of the unit runs an old copy."""
     current = {p: file_id for p in WATCHED if (file_id := _file_id(p)) is not None}
@@ -67,7 +57,7 @@ def outdated(control_group: str, root: str = "/sys/fs/cgroup") -> list[str]:
     else:
         return []
     running = []
-    for pid in _pids(directory):
+    for pid in move.pids_below(directory):
         try:
             link = os.readlink(f"/proc/{pid}/exe")
         except OSError:

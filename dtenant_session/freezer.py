@@ -21,7 +21,7 @@ import signal
 import time
 from collections.abc import Iterator
 
-from dtenant_session import egress, files, mountinfo, paths
+from dtenant_session import egress, files, mountinfo, move, paths
 
 FREEZE_SECONDS = 5.0  # a task in an uninterruptible wait (NFS) can delay a freeze
 LOCK = f"{paths.LOCKS_DIR}/freeze.lock"
@@ -51,13 +51,13 @@ class Frozen:
         try:
             _write(f"{self.directory}/cgroup.kill", "1")
         except FileNotFoundError:  # before Linux 5.14; frozen, nothing in it can fork
-            for pid in _pids(self.directory):
+            for pid in move.pids_below(self.directory):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 
     def unix_sockets(self) -> set[int]:
         """The inodes of the unix sockets its processes hold (frozen, they hold still)."""
-        return {inode for pid in _pids(self.directory) for inode in _unix_sockets(pid)}
+        return {inode for pid in move.pids_below(self.directory) for inode in _unix_sockets(pid)}
 
 
 @contextlib.contextmanager
@@ -122,15 +122,6 @@ def _events(directory: str) -> dict[str, str]:
     with open(f"{directory}/cgroup.events") as stream:
         pairs = (line.partition(" ") for line in stream.read().splitlines())
         return {key: value for key, _, value in pairs}
-
-
-def _pids(directory: str) -> list[int]:
-    pids = []
-    for where, _dirs, names in os.walk(directory):
-        if "cgroup.procs" in names:
-            with contextlib.suppress(OSError), open(f"{where}/cgroup.procs") as stream:
-                pids += [int(p) for p in stream.read().split()]
-    return pids
 
 
 def _unix_sockets(pid: int) -> set[int]:

@@ -544,8 +544,7 @@ def restart_outdated() -> list[str]:
             steps.append(f"{row.user}: {_move_busy(allocation, stale)}")
             continue
         # Its last look frozen, as the reaper's: a command arriving now waits for the new one.
-        unconnected = functools.partial(_unconnected, row.socket)
-        if not stop_idle_daemon(allocation, unconnected):
+        if not stop_idle_daemon(allocation, functools.partial(reaper.unconnected, row.socket)):
             steps.append(connected)
             continue
         log.log(f"stopped the daemon running an outdated {stale}; its socket starts the new "
@@ -553,12 +552,6 @@ def restart_outdated() -> list[str]:
         steps.append(f"{row.user}: stopped (it ran an outdated {stale} and no container); "
                      f"the next docker command starts the new one")  # fmt: skip
     return steps or ["no daemon runs an outdated binary"]
-
-
-def _unconnected(socket: str, daemon: freezer.Frozen) -> bool:
-    from dtenant_session import reaper
-
-    return reaper.unconnected(socket, daemon)
 
 
 def _move_busy(allocation: Allocation, stale: str) -> str:

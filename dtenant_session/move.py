@@ -155,9 +155,12 @@ def group_dir(group: str, root: str = CGROUP_ROOT) -> str | None:
 def pids_in(group: str, root: str = CGROUP_ROOT) -> list[int]:
     """Every process in a cgroup and below it."""
     directory = group_dir(group, root)
+    return [] if directory is None else pids_below(directory)
+
+
+def pids_below(directory: str) -> list[int]:
+    """Every process in a cgroup's directory and below it."""
     pids: list[int] = []
-    if directory is None:
-        return pids
     for where, _subdirs, names in os.walk(directory):
         if "cgroup.procs" in names:
             try:
