@@ -406,15 +406,26 @@ def restart(user: str, config: Config) -> list[str]:
 
 
 def boot(config: Config) -> list[str]:
-    """At boot (dtenant-boot.service, after the firewall): provision, as a login would,
-    every tenant whose daemon has containers it restarts (bootstart.py), and start those
-    daemons, without waiting for them. The start counts as activity: the reaper's
-    stop_running_after counts from it."""
+    """At boot (dtenant-boot.service, after the firewall): what the reboot took of every
+    tenant (provision.make_runtime), and its bridge where networkd did not make it; then
+    provision, as a login would, every tenant whose daemon has containers it restarts
+    (bootstart.py), and start those daemons, without waiting for them. The start counts
+    as activity: the reaper's stop_running_after counts from it."""
     from dtenant_session import provision  # it imports this module
 
     with Registry() as registry:
-        known = {a.user for a in registry.all()}
+        everyone = registry.all()
+    known = {a.user for a in everyone}
     steps, units = [], []
+    for allocation in everyone:
+        try:
+            provision.make_runtime(desired.layout(allocation))
+        except OSError as exc:
+            log.log(f"its directories below /run not made: {exc}", priority=log.WARNING,
+                    user=allocation.user, step="boot")  # fmt: skip
+    for user, done in network.ensure_bridges(everyone):
+        log.log(done, priority=log.WARNING, user=user, step="boot")
+        steps.append(f"{user}: {done}")
     for user in bootstart.marked():
         if user not in known:
             bootstart.forget(user)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -91,6 +92,45 @@ def ensure_bridge(allocation: Allocation) -> str:
         state = f"has {found}" if found else "is missing or has no address"
         raise NetworkError(f"bridge {bridge} of {allocation.user} {state}, expected {address}")
     return "created"
+
+
+def unconfigured_bridges(allocations: Sequence[Allocation]) -> list[Allocation]:
+    """The tenants whose bridge is missing or lacks its address (one netlink dump)."""
+    present = link_addresses()
+    return [a for a in allocations
+            if a.bridge_address not in present.get(a.tenant.bridge, set())]  # fmt: skip
+
+
+def ensure_bridges(allocations: Sequence[Allocation], *, networkd_grace: float = 5.0,
+                   poll: float = 0.2) -> list[tuple[str, str]]:  # fmt: skip
+    """At boot: every tenant's bridge up with its address, whoever else fails to make it.
+
+    networkd makes them from the tenants' files, and may still be at it when this runs;
+    it gets `networkd_grace` seconds while it makes progress. What is left then (networkd
+    masked or stopped, a link it left unconfigured) is made here, as a login would make
+    it: a daemon started by its socket alone never finds its bridge without an address.
+    Returns (user, what was done) for each tenant put right."""
+    missing = unconfigured_bridges(allocations)
+    deadline = time.monotonic() + networkd_grace
+    while missing and time.monotonic() < deadline and _networkd_running():
+        time.sleep(poll)
+        missing = unconfigured_bridges(missing)
+    steps = []
+    for allocation in missing:
+        try:
+            done = ensure_bridge(allocation)
+        except DtenantError as exc:  # one tenant's bridge must not keep the others down
+            steps.append((allocation.user, f"bridge not made: {exc}"))
+            continue
+        steps.append((allocation.user, f"bridge {allocation.tenant.bridge} {done} with "
+                      f"{allocation.bridge_address}: networkd had not made it"))  # fmt: skip
+    return steps
+
+
+def _networkd_running() -> bool:
+    state = command.run([command.which("systemctl"), "is-active", "systemd-networkd.service"],
+                        check=False, timeout=10)  # fmt: skip
+    return state.stdout.strip() in ("active", "activating", "reloading")
 
 
 def link_addresses() -> dict[str, set[str]]:

@@ -64,19 +64,34 @@ def tenant_lock(user: str, timeout: float) -> Iterator[None]:
 def _directories(wanted: desired.TenantState) -> None:
     t = wanted.allocation.tenant
     desired.removed_mark(t.state_dir).unlink(missing_ok=True)  # provisioned again
+    _make_directories(wanted, (paths.STATE_DIR, paths.TENANTS_DIR))
+    ownerstamp.claim(t.user, t.uid)
+    make_runtime(wanted)
+
+
+def make_runtime(wanted: desired.TenantState) -> None:
+    """What a reboot takes of a provisioned tenant: its directories below /run (the
+    daemon's unit cannot set up its namespace without them) and its activity stamp. At
+    boot for every tenant: a socket may start its daemon before any login provisions."""
+    _make_directories(wanted, (paths.RUN_DIR, paths.RUN_TENANTS_DIR))
+    # Root's alone from the start (the reaper and the plugin only set its mtime).
+    files.make_private(Path(paths.activity_path(wanted.allocation.user)), create=True)
+
+
+def _make_directories(wanted: desired.TenantState, parents: tuple[str, ...]) -> None:
+    """The parents, then the tenant's directories below the first of them."""
     # Root's alone on the host: a process running as the tenant's container root (a
     # set-user-ID file a container made in a bind) gets no further. The daemon sees its
     # own directories in its namespace, below traversable parents (docker@.service).
-    for directory in (paths.STATE_DIR, paths.TENANTS_DIR, paths.RUN_DIR, paths.RUN_TENANTS_DIR):
+    for directory in parents:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
+    top = Path(parents[0])
     for own in wanted.directories:
-        own.path.mkdir(mode=own.mode, exist_ok=True)
-        os.chown(own.path, own.uid, own.gid, follow_symlinks=False)
-        os.chmod(own.path, own.mode, follow_symlinks=False)
-    ownerstamp.claim(t.user, t.uid)
-    # Root's alone from the start (the reaper and the plugin only set its mtime).
-    files.make_private(Path(paths.activity_path(t.user)), create=True)
+        if top in own.path.parents:
+            own.path.mkdir(mode=own.mode, exist_ok=True)
+            os.chown(own.path, own.uid, own.gid, follow_symlinks=False)
+            os.chmod(own.path, own.mode, follow_symlinks=False)
 
 
 def id_space(config: Config) -> IdSpace:

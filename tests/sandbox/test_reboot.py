@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import pytest
 
 from tests import testimage
 from tests.lab import host
-from tests.sandbox.conftest import load_image, make_outside
+from tests.sandbox.conftest import Journal, load_image, make_outside
 from tests.sandbox.test_network import (
     BLOCKED,
     UPLINK,
@@ -139,13 +140,36 @@ def test_the_boot_waits_for_no_network_it_does_not_manage(after_boot: AfterBoot)
     assert "wait-online" not in after_boot.blame, after_boot.blame
 
 
+def _bridges_without_address(lab: host.Lab, rows: list[dict[str, object]]) -> dict[str, str]:
+    """user -> what the host shows of the tenant's bridge, for those lacking its address
+    (networkd may be reconfiguring a link for a moment: a few looks)."""
+    wanted = {str(r["user"]): (str(r["bridge"]), str(r["subnet"]).rsplit(".", 1)[0] + ".1")
+              for r in rows}  # fmt: skip
+    missing: dict[str, str] = {}
+    for _ in range(25):
+        shown = lab.run(["ip", "-br", "-4", "addr"]).stdout.splitlines()
+        by_link = {line.split()[0]: line for line in shown if line.split()}
+        missing = {user: by_link.get(bridge, f"{bridge}: no such link")
+                   for user, (bridge, gateway) in wanted.items()
+                   if f" {gateway}/" not in by_link.get(bridge, "")}  # fmt: skip
+        if not missing:
+            break
+        time.sleep(0.2)
+    return missing
+
+
+def _networkd_of(lab: host.Lab, bridges: list[str]) -> str:
+    """What networkd says of these links, for a failure's message."""
+    shown = lab.run(["networkctl", "status", "--no-pager", "-n", "20", *bridges[:3]],
+                    check=False)  # fmt: skip
+    return shown.stdout + shown.stderr
+
+
 def test_every_tenants_bridge_is_up_with_its_address(lab: host.Lab,
                                                      after_boot: AfterBoot) -> None:  # fmt: skip
     assert {row["user"] for row in after_boot.status} >= {"alice", *IDLE}
-    for row in after_boot.status:
-        gateway = str(row["subnet"]).rsplit(".", 1)[0] + ".1"
-        shown = lab.run(["ip", "-br", "-4", "addr", "show", "dev", str(row["bridge"])]).stdout
-        assert gateway in shown, (row["user"], shown)
+    missing = _bridges_without_address(lab, after_boot.status)
+    assert not missing, (missing, _networkd_of(lab, [v.split()[0] for v in missing.values()]))
 
 
 def test_the_firewall_is_loaded_before_any_tenant_daemon_starts(after_boot: AfterBoot) -> None:
@@ -274,7 +298,31 @@ def test_a_dpkg_trigger_moves_them(lab: host.Lab, after_boot: AfterBoot) -> None
     _replace_binary(lab, "/usr/sbin/dockerd")
     assert _outdated(lab)["rbcarol"] == ["dockerd"]
     lab.sh("dpkg-trigger --no-await /usr/sbin/dockerd && dpkg --triggers-only --pending")
-    assert _property(lab, "docker@carol.service", "ActiveState") == "inactive"
+    assert _property(lab, "docker@rbcarol.service", "ActiveState") == "inactive"
+
+
+def test_tenant_bridges_come_up_at_boot_without_networkd(
+    lab: host.Lab, after_boot: AfterBoot
+) -> None:
+    """A host whose networkd is masked (its network is NetworkManager's, say), or a link
+    networkd left unconfigured: the boot makes every tenant's bridge itself, and a daemon
+    its socket alone starts (no login to make the bridge) finds it."""
+    units = ["systemd-networkd.socket", "systemd-networkd.service"]
+    lab.run(["systemctl", "mask", *units])
+    try:
+        journal = Journal(lab)
+        lab.reboot()
+        rows = json.loads(lab.run(["dtenant", "status", "--json"]).stdout)
+        assert _bridges_without_address(lab, rows) == {}
+        said = journal.since("networkd had not made it")
+        bob = next(r for r in rows if r["user"] == "bob")
+        assert f"bridge {bob['bridge']} created with " in said, said
+        version = _as_root(lab, "bob", "version --format '{{.Server.Version}}'")
+        assert version and _property(lab, "docker@bob.service", "ActiveState") == "active"
+    finally:
+        lab.run(["systemctl", "unmask", *units])
+        lab.run(["systemctl", "start", *units])
+        make_outside(lab)
 
 
 def test_the_lab_reboots_with_its_units_stopped_cleanly(lab: host.Lab) -> None:
