@@ -316,8 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     rename.add_argument("old", metavar="OLD")
     rename.add_argument("new", metavar="NEW")
     command("boot", _boot,
-            "start the daemons of tenants whose containers restart with them "
-            "(dtenant-boot.service runs this at boot)")  # fmt: skip
+            "make what a reboot took of each tenant, and start the daemons of tenants "
+            "whose containers restart with them (dtenant-boot.service runs this at boot)"
+            )  # fmt: skip
     check_login = command("check-login", _check_login,
                           "open a real PAM session for USER (as root, no password) and "
                           "report what a login does")  # fmt: skip
