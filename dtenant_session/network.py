@@ -106,15 +106,19 @@ def ensure_bridges(allocations: Sequence[Allocation], *, networkd_grace: float =
     """At boot: every tenant's bridge up with its address, whoever else fails to make it.
 
     networkd makes them from the tenants' files, and may still be at it when this runs;
-    it gets `networkd_grace` seconds while it makes progress. What is left then (networkd
-    masked or stopped, a link it left unconfigured) is made here, as a login would make
-    it: a daemon started by its socket alone never finds its bridge without an address.
+    it gets `networkd_grace` seconds after each look that found it further on. What is
+    left then (networkd masked or stopped, a link it left unconfigured) is made here, as
+    a login would make it: a daemon started by its socket alone never finds its bridge
+    without an address.
     Returns (user, what was done) for each tenant put right."""
     missing = unconfigured_bridges(allocations)
     deadline = time.monotonic() + networkd_grace
     while missing and time.monotonic() < deadline and _networkd_running():
         time.sleep(poll)
-        missing = unconfigured_bridges(missing)
+        left = unconfigured_bridges(missing)
+        if len(left) < len(missing):  # still at it: thousands of bridges take a while
+            deadline = time.monotonic() + networkd_grace
+        missing = left
     steps = []
     for allocation in missing:
         try:
